@@ -1,0 +1,313 @@
+"""`cached_agent_run` / `cached_agent_run_sync`: drop-ins for `agent.run` / `agent.run_sync`.
+
+```python
+profile = await cached_agent_run(agent, "Make a profile for Ada", task_name="make_profile")
+```
+
+Thin sugar over the `ResponseCache` capability, plus the run-level fast path: for an agent whose first request
+is fully known from its static configuration, a repeated call is answered with one store read, before
+pydantic-ai's graph starts (see `pyai_caching._fastpath`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar, overload
+
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.run import AgentRunResult
+from pydantic_core import to_jsonable_python
+
+from . import _fastpath
+from ._access import OnCacheError
+from ._context import CallRecord, current_call
+from ._registry import resolve_store
+from ._serialization import EntryMeta, RunEntry
+from ._sync import run_sync
+from ._validation import DEFAULT_TTL
+from .capability import ResponseCache
+from .exceptions import CacheMissError, ConfigurationError
+from .keys import dumps_canonical, entry_key, request_digest
+from .stores import Store
+from .transcripts import MessageConverter, to_history
+from .types import CacheMode
+
+__all__ = ["cached_agent_run", "cached_agent_run_sync", "clear_cache", "clear_cache_async"]
+
+logger = logging.getLogger("pyai_caching")
+
+T = TypeVar("T")
+
+_RESULT_ADAPTERS: dict[Any, Any] = {}
+
+
+def _result_adapter(output_type: Any) -> Any:
+    adapter = _RESULT_ADAPTERS.get(output_type)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = _RESULT_ADAPTERS[output_type] = TypeAdapter(AgentRunResult[output_type])
+    return adapter
+
+
+def _check_prompt(prompt: Any, has_history: bool) -> None:
+    if prompt is None:
+        if not has_history:
+            raise ConfigurationError("prompt is empty and there is no history: there is nothing to send to the model")
+        return
+    if isinstance(prompt, str):
+        if not prompt.strip() and not has_history:
+            raise ConfigurationError(
+                "prompt is empty or whitespace-only and there is no history: pass a prompt or transcript_history"
+            )
+        return
+    if isinstance(prompt, Sequence) and not isinstance(prompt, bytes):
+        if not prompt and not has_history:
+            raise ConfigurationError("prompt is an empty sequence and there is no history")
+        return
+    raise ConfigurationError(
+        f"prompt must be a string or a sequence of user content (text, ImageUrl, BinaryContent, ...), "
+        f"got {type(prompt).__name__}"
+    )
+
+
+def _run_extra(whole_run: bool, deps: Any) -> str:
+    if not whole_run:
+        return "run"
+    try:
+        deps_json = dumps_canonical(to_jsonable_python(deps))
+    except Exception as e:
+        raise ConfigurationError(
+            f"deps of type {type(deps).__name__} cannot be hashed, and cache_whole_run=True needs them in the key "
+            f"(the skipped tools may depend on them): make deps JSON-serializable (a pydantic model, dataclass or "
+            f"plain data) or turn cache_whole_run off ({type(e).__name__})"
+        ) from None
+    return f"whole_run:{deps_json}"
+
+
+@overload
+async def cached_agent_run(
+    agent: AbstractAgent[Any, T],
+    prompt: Any,
+    task_name: str,
+    *,
+    full_result: Literal[False] = False,
+    transcript_history: Sequence[Any] | None = None,
+    message_converter: MessageConverter | None = None,
+    redis_url: str | None = None,
+    store: Store | None = None,
+    ttl: float | None = DEFAULT_TTL,
+    namespace: str | None = None,
+    cache_mode: CacheMode | str = CacheMode.READ_WRITE,
+    cache_whole_run: bool = False,
+    on_cache_error: OnCacheError = "warn",
+    secret: str | bytes | None = None,
+    **run_kwargs: Any,
+) -> Any: ...
+
+
+@overload
+async def cached_agent_run(
+    agent: AbstractAgent[Any, T],
+    prompt: Any,
+    task_name: str,
+    *,
+    full_result: Literal[True],
+    transcript_history: Sequence[Any] | None = None,
+    message_converter: MessageConverter | None = None,
+    redis_url: str | None = None,
+    store: Store | None = None,
+    ttl: float | None = DEFAULT_TTL,
+    namespace: str | None = None,
+    cache_mode: CacheMode | str = CacheMode.READ_WRITE,
+    cache_whole_run: bool = False,
+    on_cache_error: OnCacheError = "warn",
+    secret: str | bytes | None = None,
+    **run_kwargs: Any,
+) -> AgentRunResult[Any]: ...
+
+
+async def cached_agent_run(
+    agent: AbstractAgent[Any, T],
+    prompt: Any,
+    task_name: str,
+    *,
+    full_result: bool = False,
+    transcript_history: Sequence[Any] | None = None,
+    message_converter: MessageConverter | None = None,
+    redis_url: str | None = None,
+    store: Store | None = None,
+    ttl: float | None = DEFAULT_TTL,
+    namespace: str | None = None,
+    cache_mode: CacheMode | str = CacheMode.READ_WRITE,
+    cache_whole_run: bool = False,
+    on_cache_error: OnCacheError = "warn",
+    secret: str | bytes | None = None,
+    **run_kwargs: Any,
+) -> Any:
+    """Run `agent` on `prompt` like `agent.run`, answering repeated requests from the cache.
+
+    Args:
+        agent: The pydantic-ai agent.
+        prompt: The user prompt (a string, or a sequence of user content).
+        task_name: A name for what this call does (`"make_profile"`): recorded with entries and spend.
+        full_result: Return the `AgentRunResult` instead of its `.output` (same type on a hit and a miss).
+        transcript_history: Earlier turns: role/content dicts, strings (user turns),
+            `pyai_caching.types.ModelMessage`, or pydantic-ai messages.
+        message_converter: Turns `transcript_history` items of another shape into those forms first.
+        redis_url: Redis URL; default `LLM_CACHE_REDIS_URL`, else the embedded `LocalStore`.
+        store: An explicit store instead of a URL.
+        ttl: Seconds an entry lives (default 7 days); `None` = never expires.
+        namespace: Isolates tenants/environments/test suites; part of every key.
+        cache_mode: `read_write` (default), `read_only` (a miss raises `CacheMissError`), `refresh` or `bypass`.
+        cache_whole_run: Cache the whole run of a tool-using agent: a hit returns the stored output without
+            calling the tools (deps become part of the key). Off by default: tools run on every call.
+        on_cache_error: `warn` (fail open, default) or `raise` (`CacheError`).
+        secret: HMAC secret to sign entries with (default `LLM_CACHE_SECRET`).
+        **run_kwargs: Anything `agent.run` accepts (`deps`, `model_settings`, `message_history`, `usage_limits`,
+            `output_type`, `instructions`, ...).
+    """
+    if not isinstance(agent, AbstractAgent):
+        raise ConfigurationError(f"agent must be a pydantic-ai Agent, got {type(agent).__name__}")
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ConfigurationError(f"task_name must be a non-empty string, got {task_name!r}")
+    if not isinstance(full_result, bool):
+        raise ConfigurationError(f"full_result must be True or False, got {full_result!r}")
+    if not isinstance(cache_whole_run, bool):
+        raise ConfigurationError(f"cache_whole_run must be True or False, got {cache_whole_run!r}")
+    for reserved in ("user_prompt", "capabilities_cache"):
+        if reserved in run_kwargs:
+            raise ConfigurationError(f"{reserved} is not an agent.run keyword here; pass the prompt as `prompt`")
+
+    history = to_history(transcript_history, message_converter)
+    if "message_history" in run_kwargs:
+        if history:
+            raise ConfigurationError("pass either transcript_history= or message_history=, not both")
+        history = list(run_kwargs.pop("message_history") or [])
+    _check_prompt(prompt, bool(history))
+
+    cache = ResponseCache(
+        redis_url=redis_url,
+        store=store,
+        namespace=namespace,
+        ttl=ttl,
+        mode=cache_mode,
+        task_name=task_name,
+        on_cache_error=on_cache_error,
+        secret=secret,
+    )
+    mode = CacheMode.parse(cache_mode)
+    ns = cache.resolved_namespace
+    output_type = run_kwargs.get("output_type", agent.output_type)
+
+    # --- run-level fast path -------------------------------------------------------------------------------
+    signature = None
+    history_canon: list[dict[str, Any]] = []
+    run_extra = ""
+    if isinstance(prompt, str) and mode is not CacheMode.BYPASS:
+        signature = _fastpath.static_signature(agent, run_kwargs, whole_run=cache_whole_run)
+        if signature is not None:
+            run_extra = _run_extra(cache_whole_run, run_kwargs.get("deps"))
+            history_canon = _fastpath.history_canonical(history)
+            template = _fastpath.lookup_template(agent, signature, bool(history))
+            if template is not None and mode.reads:
+                key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
+                record = CallRecord(owner=cache)
+                entry = await cache.access.get_run(key, output_type, record)
+                if entry is not None:
+                    logger.debug("pyai_caching: run-level hit %s (task %s)", key, task_name)
+                    result = _result_from_entry(entry, history, output_type)
+                    return result if full_result else result.output
+
+    # --- through the agent graph, request by request ---------------------------------------------------------
+    record = CallRecord(owner=cache)
+    token = current_call.set(record)
+    try:
+        capabilities = [*(run_kwargs.pop("capabilities", None) or ()), cache]
+        result = await agent.run(
+            prompt,
+            message_history=history or None,
+            capabilities=capabilities,
+            **run_kwargs,
+        )
+    except CacheMissError:
+        raise
+    finally:
+        current_call.reset(token)
+
+    if signature is not None and record.first_request is not None and mode.writes:
+        await _store_run(agent, cache, signature, record, history, history_canon, prompt, run_extra, result, task_name)
+    return result if full_result else result.output
+
+
+def _result_from_entry(entry: RunEntry[Any], history: list[Any], output_type: Any) -> AgentRunResult[Any]:
+    return _result_adapter(output_type).validate_python(  # type: ignore[no-any-return]
+        {
+            "output": entry.output,
+            "messages": [*history, *entry.new_messages],
+            "new_message_index": len(history),
+            "output_tool_name": entry.output_tool_name,
+        }
+    )
+
+
+async def _store_run(
+    agent: Any,
+    cache: ResponseCache,
+    signature: Any,
+    record: CallRecord,
+    history: list[Any],
+    history_canon: list[dict[str, Any]],
+    prompt: str,
+    run_extra: str,
+    result: AgentRunResult[Any],
+    task_name: str,
+) -> None:
+    assert record.first_request is not None
+    ns = cache.resolved_namespace
+    _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt)
+    key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
+    output_type = signature[3]
+    entry: RunEntry[Any] = RunEntry(
+        meta=EntryMeta(
+            namespace=ns,
+            model=record.models[0] if record.models else "unknown",
+            task=task_name,
+            cost=result.usage.cost,
+            requests=record.hits + record.misses,
+        ),
+        usage=record.usage + record.saved_usage,
+        output=result.output,
+        output_tool_name=getattr(result, "_output_tool_name", None),
+        new_messages=result.new_messages(),
+    )
+    await cache.access.put_entry(key, entry, record, output_type=output_type)
+
+
+def cached_agent_run_sync(agent: AbstractAgent[Any, T], prompt: Any, task_name: str, **kwargs: Any) -> Any:
+    """The synchronous form of `cached_agent_run`: same arguments, same result.
+
+    Works from plain code and from inside a running event loop (a notebook): the call runs on one background
+    event loop owned by the library, which also keeps connection pools alive between calls.
+    """
+    return run_sync(cached_agent_run(agent, prompt, task_name, **kwargs))
+
+
+async def clear_cache_async(
+    redis_url: str | None = None, *, namespace: str | None = None, store: Store | None = None
+) -> int:
+    """Delete this library's entries (only those of `namespace` when given) and return how many were deleted.
+
+    Keys of other applications in the same database are never touched (no FLUSHDB).
+    """
+    from .keys import namespace_prefix
+
+    prefix = namespace_prefix(namespace)
+    target = resolve_store(redis_url, store)
+    return await target.clear(prefix)
+
+
+def clear_cache(redis_url: str | None = None, *, namespace: str | None = None, store: Store | None = None) -> int:
+    """Synchronous `clear_cache_async`."""
+    return run_sync(clear_cache_async(redis_url, namespace=namespace, store=store))

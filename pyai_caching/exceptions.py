@@ -1,0 +1,88 @@
+"""The exceptions pyai_caching raises, all rooted in one base class.
+
+```
+PyAICachingError
+├── ConfigurationError   (also a ValueError) bad URL, bad option, bad argument: raised before any model call
+├── CacheError           a cache operation failed and the caller asked for errors to raise (on_cache_error="raise")
+├── CacheMissError       a read-only (or replay-only) call found no entry: the model was not called
+├── RateLimitError       the retry budget (max_wait) ran out; `__cause__` is the provider's last error
+└── BudgetExceededError  a task's spend limit was reached before a model call
+```
+
+pydantic-ai's own exceptions (`ModelHTTPError`, `UsageLimitExceeded`, `UnexpectedModelBehavior`, ...) are
+re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceededError",
+    "CacheError",
+    "CacheMissError",
+    "ConfigurationError",
+    "PyAICachingError",
+    "RateLimitError",
+]
+
+
+class PyAICachingError(Exception):
+    """Base class of every exception raised by pyai_caching."""
+
+
+class ConfigurationError(PyAICachingError, ValueError):
+    """A configuration value (URL, option, argument) is invalid.
+
+    Raised before the model is called. The message names the offending argument and how to fix it, and never
+    contains a password or API key.
+    """
+
+
+class CacheError(PyAICachingError):
+    """A cache operation (read, write, lock, clear) failed.
+
+    Only raised when the caller chose `on_cache_error="raise"`; by default the cache fails open and the call
+    returns the model's answer.
+    """
+
+    def __init__(self, message: str, *, operation: str | None = None, store: str | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        """The operation that failed (`get`, `set`, `delete`, `clear`, `lock`), if known."""
+        self.store = store
+        """A description of the store (never with a password), if known."""
+
+
+class CacheMissError(PyAICachingError):
+    """No cached response matched and the cache mode forbids calling the model (`read_only`, replay)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        """The cache key that was looked up."""
+
+
+class RateLimitError(PyAICachingError):
+    """The provider kept rate-limiting (or was unavailable) until the retry budget ran out.
+
+    The provider's last error is chained as `__cause__`.
+    """
+
+    def __init__(self, message: str, *, attempts: int, waited: float) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        """How many attempts were made, the first one included."""
+        self.waited = waited
+        """Seconds spent waiting between attempts."""
+
+
+class BudgetExceededError(PyAICachingError):
+    """A task's spend limit was reached: the model was not called. Cache hits stay free and keep working."""
+
+    def __init__(self, message: str, *, task_name: str, spent: float, limit: float) -> None:
+        super().__init__(message)
+        self.task_name = task_name
+        """The task whose limit was reached."""
+        self.spent = spent
+        """What the task has spent, in USD, according to the ledger."""
+        self.limit = limit
+        """The configured limit, in USD."""

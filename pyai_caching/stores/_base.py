@@ -1,0 +1,56 @@
+"""The store contract: bytes in, bytes out, nothing else.
+
+Serialization, keys and policy live above this layer; a store only keeps opaque values under string keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A place to keep cache entries.
+
+    Keys are strings made by `pyai_caching.keys` (they start with the library prefix `pyai_caching:`); values
+    are opaque bytes. Every method may raise; the engine decides whether a failure is fatal (see
+    `on_cache_error`). Implementations must be safe to use from several tasks of one event loop at once.
+    """
+
+    @property
+    def description(self) -> str:
+        """A short human description of the store for logs and errors (never contains a password)."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value stored under `key`, or `None` when there is none (or it expired)."""
+        ...
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
+        """Store `value` under `key`, replacing any previous value atomically.
+
+        `ttl` is in seconds; `None` means the entry never expires.
+        """
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Delete `key`; return whether it existed."""
+        ...
+
+    def scan(self, prefix: str) -> AsyncIterator[str]:
+        """Yield every live key that starts with `prefix` (in no particular order)."""
+        ...
+
+    async def clear(self, prefix: str) -> int:
+        """Delete every key that starts with `prefix` and return how many were deleted.
+
+        Only keys with that prefix are touched: data of other applications in the same database survives.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections and file handles. The store may be used again afterwards (it reconnects)."""
+        ...
