@@ -3,6 +3,12 @@
 The cache must never make a call less reliable than calling the model directly: a store that is down, slow,
 full or read-only is logged (once per outage, not once per call), counted, and the call goes on without it,
 unless the caller asked for `on_cache_error="raise"`.
+
+A store that cannot be reached or times out costs the call that finds out about it at most one timeout: for the
+next second every operation on that store is skipped at once (and counted as failed), then one operation probes
+it, and the first success closes the outage. Errors of a single command (a full `maxmemory`, a read-only replica)
+do not skip the other operations: reads keep working while writes fail. A key that holds a value of another type
+(`WRONGTYPE`) is a miss, like a corrupt entry, and gets overwritten.
 """
 
 from __future__ import annotations
@@ -10,12 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable
+import time
+import weakref
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic_ai.messages import ModelResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _observe
 from ._context import CallRecord
 from ._redact import redact_url_in_text
 from ._serialization import (
@@ -38,13 +49,27 @@ OnCacheError = Literal["warn", "raise"]
 
 T = TypeVar("T")
 
+RETRY_AFTER = 1.0
+"""Seconds during which operations on an unreachable (or timing out) store are skipped before it is probed again."""
+
+_UNAVAILABLE = (OSError, RedisConnectionError, RedisTimeoutError)  # OSError covers TimeoutError and ConnectionError
+
+_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], asyncio.Future[object]]] = (
+    weakref.WeakKeyDictionary()
+)
+_OWN_READ: Any = object()  # what a shared read hands its followers when it failed: read on your own
+
 _health_lock = threading.Lock()
-_failing: dict[str, bool] = {}
+_failing: dict[str, set[str]] = {}
+_down_until: dict[str, float] = {}
 _error_counts: dict[str, int] = {}
 
 
 def cache_error_count(store: str | None = None) -> int:
-    """How many cache operations failed in this process (for one store description, or all)."""
+    """How many cache operations failed in this process (for one store description, or all).
+
+    Operations skipped because the store was found unreachable a moment before count as failed.
+    """
     with _health_lock:
         if store is None:
             return sum(_error_counts.values())
@@ -55,8 +80,11 @@ def _report_failure(store: Store, operation: str, error: BaseException) -> None:
     name = store.description
     with _health_lock:
         _error_counts[name] = _error_counts.get(name, 0) + 1
-        first = not _failing.get(name, False)
-        _failing[name] = True
+        failing = _failing.setdefault(name, set())
+        first = not failing
+        failing.add(operation)
+        if isinstance(error, _UNAVAILABLE):
+            _down_until[name] = time.monotonic() + RETRY_AFTER
     if first:
         logger.warning(
             "pyai_caching: cache %s failed on %s (%s: %s); calls go on without the cache until it recovers",
@@ -69,13 +97,44 @@ def _report_failure(store: Store, operation: str, error: BaseException) -> None:
         logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
 
 
-def _report_success(store: Store) -> None:
+def _report_success(store: Store, operation: str) -> None:
     name = store.description
-    if _failing.get(name):
-        with _health_lock:
-            was = _failing.pop(name, False)
-        if was:
-            logger.warning("pyai_caching: cache on %s recovered; caching resumed", name)
+    if name not in _failing and name not in _down_until:
+        return
+    with _health_lock:
+        _down_until.pop(name, None)
+        failing = _failing.get(name)
+        if failing is None:
+            return
+        # One outage ends when every kind of operation that failed in it works again (a read that works on a
+        # read-only replica does not end an outage of writes, so the warning is not repeated on every call).
+        failing.discard(operation)
+        if failing:
+            return
+        del _failing[name]
+    logger.warning("pyai_caching: cache on %s recovered; caching resumed", name)
+
+
+def _skip(store: Store) -> bool:
+    """Whether to skip an operation because the store was unreachable a moment ago (one probe gets through)."""
+    name = store.description
+    until = _down_until.get(name)
+    if until is None:
+        return False
+    now = time.monotonic()
+    with _health_lock:
+        until = _down_until.get(name)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        _down_until[name] = now + RETRY_AFTER  # this operation probes; the others keep skipping meanwhile
+    return False
+
+
+def _wrong_type(error: BaseException) -> bool:
+    """A key that holds a value of another type (a Redis hash where an entry belongs): a bad entry, not an outage."""
+    return str(error).startswith("WRONGTYPE")
 
 
 def _safe_message(error: BaseException) -> str:
@@ -98,7 +157,22 @@ class StoreAccess:
     timeout: float | None = None
     """Upper bound in seconds for one cache operation (`None`: the store's own timeouts apply)."""
 
-    async def _guard(self, operation: str, awaitable: Awaitable[T], record: CallRecord | None) -> tuple[bool, T | None]:
+    async def _guard(
+        self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
+    ) -> tuple[bool, T | None]:
+        """Run one store operation under the timeout and error policy: `(worked, result)`.
+
+        `quiet` operations (lock releases, clean-ups) never raise, whatever `on_cache_error` says.
+        """
+        raising = self.on_cache_error == "raise" and not quiet
+        if not raising and _skip(self.store):
+            if isinstance(awaitable, Coroutine):
+                awaitable.close()
+            if record is not None:
+                record.cache_errors += 1
+            with _health_lock:
+                _error_counts[self.store.description] = _error_counts.get(self.store.description, 0) + 1
+            return False, None
         try:
             if self.timeout is not None:
                 result = await asyncio.wait_for(awaitable, self.timeout)
@@ -107,10 +181,20 @@ class StoreAccess:
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if _wrong_type(error):
+                logger.warning(
+                    "pyai_caching: cache %s on %s found a key holding another type (%s); treated as a miss, "
+                    "it will be overwritten",
+                    operation,
+                    self.store.description,
+                    _safe_message(error),
+                )
+                return False, None
             if record is not None:
                 record.cache_errors += 1
+            _observe.cache_error(operation, error, record)
             _report_failure(self.store, operation, error)
-            if self.on_cache_error == "raise":
+            if raising:
                 raise CacheError(
                     f"cache {operation} failed on {self.store.description}: {type(error).__name__}: "
                     f"{_safe_message(error)}",
@@ -118,18 +202,46 @@ class StoreAccess:
                     store=self.store.description,
                 ) from None
             return False, None
-        _report_success(self.store)
+        _report_success(self.store, operation)
         return True, result
 
     async def get_raw(self, key: str, record: CallRecord | None = None) -> bytes | None:
-        """The stored bytes, or `None` on a miss or a (reported) store failure."""
-        _, raw = await self._guard("get", self.store.get(key), record)
-        return raw
+        """The stored bytes, or `None` on a miss or a (reported) store failure.
+
+        Reads of one key that overlap in one event loop share a single store round trip, so a burst of identical
+        calls costs the store one `GET` (and one connection), not one per call.
+        """
+        loop = asyncio.get_running_loop()
+        reads = _reads.get(loop)
+        if reads is None:
+            reads = _reads[loop] = {}
+        shared_key = (id(self.store), key)
+        shared = reads.get(shared_key)
+        if shared is not None:
+            found = await asyncio.shield(shared)  # shielded: a caller that gives up must not cancel the others
+            if found is not _OWN_READ:
+                return cast("bytes | None", found)
+            _, raw = await self._guard("get", self.store.get(key), record)
+            return raw
+        future: asyncio.Future[object] = loop.create_future()
+        reads[shared_key] = future
+        result: object = _OWN_READ
+        try:
+            _, result = await self._guard("get", self.store.get(key), record)
+        finally:
+            del reads[shared_key]
+            future.set_result(result)
+        return cast("bytes | None", result)
 
     async def put_raw(self, key: str, value: bytes, record: CallRecord | None = None) -> bool:
         """Store bytes; return whether it worked."""
         ok, _ = await self._guard("set", self.store.set(key, value, ttl=self.ttl), record)
         return ok
+
+    async def delete(self, key: str, record: CallRecord | None = None) -> bool:
+        """Delete one entry; never raises (a clean-up that fails is only reported)."""
+        ok, existed = await self._guard("delete", self.store.delete(key), record, quiet=True)
+        return ok and bool(existed)
 
     async def get_response(self, key: str, record: CallRecord | None = None) -> ResponseEntry | None:
         """The request-level entry under `key`, or `None` (a corrupt entry is logged and is a miss)."""
@@ -137,19 +249,27 @@ class StoreAccess:
         if raw is None:
             return None
         try:
-            return decode_response_entry(raw, secret=self.secret)
+            return decode_response_entry(raw, secret=self.secret, key=key)
         except EntryDecodeError as e:
+            _observe.cache_error("decode", e, record)
             logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
-    async def get_run(self, key: str, output_type: Any, record: CallRecord | None = None) -> RunEntry[Any] | None:
-        """The run-level entry under `key`, decoded into `output_type`, or `None`."""
+    async def get_run(
+        self, key: str, output_type: Any, record: CallRecord | None = None, *, messages: bool = True
+    ) -> RunEntry[Any] | None:
+        """The run-level entry under `key`, decoded into `output_type`, or `None`.
+
+        `messages=False` skips decoding the stored messages (`new_messages` is then empty), for a hit that
+        returns only the output.
+        """
         raw = await self.get_raw(key, record)
         if raw is None:
             return None
         try:
-            return decode_run_entry(raw, output_type, secret=self.secret)
+            return decode_run_entry(raw, output_type, secret=self.secret, messages=messages, key=key)
         except EntryDecodeError as e:
+            _observe.cache_error("decode", e, record)
             logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
@@ -157,7 +277,7 @@ class StoreAccess:
         self, key: str, entry: ResponseEntry | RunEntry[Any], record: CallRecord | None = None, output_type: Any = None
     ) -> bool:
         """Encode and store an entry."""
-        value = encode_entry(entry, secret=self.secret, output_type=output_type)
+        value = encode_entry(entry, secret=self.secret, output_type=output_type, key=key)
         return await self.put_raw(key, value, record)
 
 

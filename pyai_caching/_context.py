@@ -11,6 +11,7 @@ from pydantic_ai.usage import RunUsage
 
 if TYPE_CHECKING:
     from .keys import CanonicalRequest
+    from .semantic import SemanticMatch
 
 __all__ = ["CallRecord", "current_call"]
 
@@ -29,8 +30,18 @@ class CallRecord:
     """Usage of the requests actually sent."""
     saved_usage: RunUsage = field(default_factory=RunUsage)
     """Usage the hits would have cost (from the stored responses)."""
-    saved_cost: Decimal | None = Decimal(0)
-    """Cost the hits saved in USD (`None` if any saved cost was unknown)."""
+    cost: Decimal = Decimal(0)
+    """Cost in USD of the requests sent that could be priced (see `unpriced_requests`)."""
+    unpriced_requests: int = 0
+    """Requests sent whose cost is unknown (a model without a price): `cost` is then a lower bound."""
+    saved_cost: Decimal = Decimal(0)
+    """Cost in USD the hits saved, priced from the stored usage (see `unpriced_hits`)."""
+    unpriced_hits: int = 0
+    """Hits whose saved cost is unknown: `saved_cost` is then a lower bound."""
+    attempts: int = 0
+    """Attempts made at the requests sent, retries included (equal to `misses` when nothing was retried)."""
+    retry_wait: float = 0.0
+    """Seconds spent waiting between retries of rate-limited or failed requests."""
     cache_errors: int = 0
     """Cache operations that failed during the call (the call went on without the cache)."""
     first_request: CanonicalRequest | None = None
@@ -39,6 +50,8 @@ class CallRecord:
     """The whole run was answered from a run entry."""
     models: list[str] = field(default_factory=list)
     """`system:model` of every request made or served, in order."""
+    semantic_matches: list[SemanticMatch] = field(default_factory=list)
+    """Of `hits`, those answered by a similar recorded prompt (`SemanticCache`), in order."""
 
 
 current_call: ContextVar[CallRecord | None] = ContextVar("pyai_caching_current_call", default=None)

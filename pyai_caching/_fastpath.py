@@ -17,16 +17,17 @@ Anything unknown makes an agent ineligible: it then keeps the request-level path
 from __future__ import annotations
 
 import threading
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from .keys import CanonicalRequest, canonical_messages, canonical_settings, digest, dumps_canonical
+from .keys import CanonicalRequest, canonical_messages, canonical_settings, digest_json, dumps_canonical
 
 __all__ = ["RunTemplate", "learn_template", "lookup_template", "static_signature"]
 
@@ -37,6 +38,24 @@ _FAST_RUN_KWARGS = frozenset({"deps", "model_settings", "usage_limits", "output_
 """`agent.run` keywords the fast path understands; any other keyword sends the call through the graph."""
 
 _MAX_TEMPLATES = 1024
+
+_override_vars: OrderedDict[int, tuple[weakref.ref[Any], tuple[ContextVar[Any], ...]]] = OrderedDict()
+"""Per agent (by `id`, checked through the weak reference): its `agent.override()` context variables."""
+
+
+def _override_context_vars(agent: Any, attributes: Mapping[str, Any]) -> tuple[ContextVar[Any], ...]:
+    """The `_override_*` context variables of `agent`, found once per agent instead of scanning its attributes."""
+    found = _override_vars.get(id(agent))
+    if found is not None and found[0]() is agent:
+        return found[1]
+    variables = tuple(
+        value for name, value in attributes.items() if name.startswith("_override_") and isinstance(value, ContextVar)
+    )
+    with _lock:
+        _override_vars[id(agent)] = (weakref.ref(agent), variables)
+        while len(_override_vars) > _MAX_TEMPLATES:
+            _override_vars.popitem(last=False)
+    return variables
 
 
 def _plain_output_type(output_type: Any) -> bool:
@@ -68,8 +87,8 @@ def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bo
         tools = d["_function_toolset"].tools
         if tools and not (whole_run and all(getattr(t, "prepare", None) is None for t in tools.values())):
             return None
-        for name, value in d.items():
-            if name.startswith("_override_") and isinstance(value, ContextVar) and value.get() is not None:
+        for variable in _override_context_vars(agent, d):
+            if variable.get() is not None:
                 return None
         caps = getattr(d["_root_capability"], "capabilities", None)
         if caps is None or any(type(c).__name__ not in _DEFAULT_CAPABILITIES for c in caps):
@@ -85,6 +104,11 @@ def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bo
         if callable(settings):
             return None
         model_settings = getattr(model, "settings", None) if model is not None and not isinstance(model, str) else None
+        agent_settings = d["model_settings"]
+        if model_settings is None and agent_settings is None and settings is None:
+            settings_json = "{}"  # what `canonical_settings` gives for no settings at all
+        else:
+            settings_json = dumps_canonical(canonical_settings(model_settings, agent_settings, settings))
         return (
             id(agent),
             id(model),
@@ -93,7 +117,7 @@ def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bo
             tuple(i.instruction for i in instructions),
             d["_system_prompts"],
             tuple(tools),
-            dumps_canonical(canonical_settings(model_settings, d["model_settings"], settings)),
+            settings_json,
             run_instructions,
         )
     except (KeyError, AttributeError, TypeError, ValueError):
@@ -110,16 +134,39 @@ class RunTemplate:
     """Canonical JSON of the request header (model, settings, parameters)."""
     last_message: dict[str, Any]
     """The run's new request, canonical, without its final user-prompt part."""
+    _last_json: tuple[str, str] = field(init=False, repr=False, compare=False)
+    """Canonical JSON of the new request split where the prompt's JSON string goes (`prefix`, `suffix`)."""
+
+    def __post_init__(self) -> None:
+        # The prompt is one JSON string at a fixed place of the canonical text (keys are sorted whatever the
+        # value), so the text around it is computed once: a hit then only encodes the prompt itself.
+        marker = f"pyai_caching-prompt-{uuid.uuid4().hex}"
+        text = dumps_canonical(self._last_with(marker))
+        prefix, found, suffix = text.partition(dumps_canonical(marker))
+        if not found or dumps_canonical(marker) in suffix:
+            raise ValueError("the prompt marker must appear exactly once in the template")
+        object.__setattr__(self, "_last_json", (prefix, suffix))
+
+    def _last_with(self, prompt: str) -> dict[str, Any]:
+        last = dict(self.last_message)
+        last["parts"] = [*self.last_message["parts"], {"part_kind": "user-prompt", "content": prompt}]
+        return last
+
+    def last_json(self, prompt: str) -> str:
+        """Canonical JSON of the run's new request for `prompt`."""
+        prefix, suffix = self._last_json
+        return prefix + dumps_canonical(prompt) + suffix
 
     def messages_json(self, history: Sequence[dict[str, Any]], prompt: str) -> list[str]:
         """Canonical JSON of every message of the first request for `history` and `prompt`."""
-        last = dict(self.last_message)
-        last["parts"] = [*self.last_message["parts"], {"part_kind": "user-prompt", "content": prompt}]
-        return [*(dumps_canonical(m) for m in history), dumps_canonical(last)]
+        return [*(dumps_canonical(m) for m in history), self.last_json(prompt)]
 
     def run_digest(self, namespace: str, history: Sequence[dict[str, Any]], prompt: str, extra: str) -> str:
         """The digest of the first request of a run with this history and prompt."""
-        return digest(namespace, self.header_json, self.messages_json(history, prompt), extra=extra)
+        last = self.last_json(prompt)
+        # The canonical array of all messages: the history's array with the new request appended.
+        messages = dumps_canonical(history)[:-1] + "," + last + "]" if history else "[" + last + "]"
+        return digest_json(namespace, self.header_json, messages, extra=extra)
 
 
 _lock = threading.Lock()
@@ -153,11 +200,14 @@ def learn_template(
     parts = last.get("parts")
     if last.get("kind") != "request" or not parts or parts[-1] != {"part_kind": "user-prompt", "content": prompt}:
         return None
-    template = RunTemplate(
-        agent_ref=weakref.ref(agent),
-        header_json=dumps_canonical(observed.header),
-        last_message={**last, "parts": parts[:-1]},
-    )
+    try:
+        template = RunTemplate(
+            agent_ref=weakref.ref(agent),
+            header_json=dumps_canonical(observed.header),
+            last_message={**last, "parts": parts[:-1]},
+        )
+    except ValueError:
+        return None
     expected = [dumps_canonical(m) for m in messages]
     if template.messages_json(history_canonical, prompt) != expected:
         return None

@@ -46,7 +46,10 @@ def resolve_store(redis_url: str | None = None, store: Store | None = None) -> S
         with _lock:
             found = _stores.get(key)
             if found is None:
-                found = _stores[key] = RedisStore(url)
+                try:
+                    found = _stores[key] = RedisStore(url)
+                except ConfigurationError as e:
+                    raise ConfigurationError(f"{'redis_url' if redis_url else REDIS_URL_ENV}: {e}") from None
                 logger.info("pyai_caching: using Redis store %s", found.description)
         return found
     directory = os.environ.get(CACHE_DIR_ENV) or ""

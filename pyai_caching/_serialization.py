@@ -7,8 +7,9 @@ An entry is one JSON object:
 ```
 
 `kind="response"` holds one `ModelResponse` (request-level caching); `kind="run"` holds a whole
-`AgentRunResult` (run-level caching). With a signing secret the JSON is preceded by an HMAC-SHA256 line, and an
-entry whose signature does not match is rejected. Anything that fails to decode (corrupt, truncated, foreign,
+`AgentRunResult` (run-level caching). With a signing secret the JSON is preceded by an HMAC-SHA256 line over the
+entry's key and its JSON, and an entry whose signature does not match is rejected (so a signed entry copied under
+another key is rejected too). Anything that fails to decode (corrupt, truncated, foreign,
 future version, bad signature) raises `EntryDecodeError`; the engine treats that as a miss and overwrites it.
 """
 
@@ -108,6 +109,19 @@ class RunEntry(Generic[T]):
     """The messages the run added after the history it was given."""
 
 
+@dataclass(kw_only=True)
+class _RunEntryOutput(Generic[T]):
+    """A run entry read without its messages (the hit path of a call that returns only the output)."""
+
+    format: Literal["pyai_caching"]
+    version: Literal[1]
+    kind: Literal["run"]
+    meta: EntryMeta
+    usage: RunUsage = field(default_factory=RunUsage)
+    output: T
+    output_tool_name: str | None = None
+
+
 _RESPONSE_ADAPTER: TypeAdapter[ResponseEntry] = TypeAdapter(ResponseEntry)
 
 
@@ -117,17 +131,28 @@ def run_entry_adapter(output_type: Any) -> TypeAdapter[RunEntry[Any]]:
     return TypeAdapter(RunEntry[output_type])
 
 
-def _sign(payload: bytes, secret: bytes) -> bytes:
-    return hmac.new(secret, payload, hashlib.sha256).hexdigest().encode()
+@lru_cache(maxsize=256)
+def _run_output_adapter(output_type: Any) -> TypeAdapter[_RunEntryOutput[Any]]:
+    return TypeAdapter(_RunEntryOutput[output_type])
 
 
-def _wrap(payload: bytes, secret: bytes | None) -> bytes:
+def _sign(payload: bytes, secret: bytes, key: str | None) -> bytes:
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    if key is not None:
+        # The key is signed too: a signed entry copied under another key (another request) does not verify.
+        mac.update(key.encode())
+        mac.update(b"\x00")
+    mac.update(payload)
+    return mac.hexdigest().encode()
+
+
+def _wrap(payload: bytes, secret: bytes | None, key: str | None) -> bytes:
     if secret is None:
         return payload
-    return _SIG_PREFIX + _sign(payload, secret) + b"\n" + payload
+    return _SIG_PREFIX + _sign(payload, secret, key) + b"\n" + payload
 
 
-def _unwrap(raw: bytes, secret: bytes | None) -> bytes:
+def _unwrap(raw: bytes, secret: bytes | None, key: str | None) -> bytes:
     if raw.startswith(_SIG_PREFIX):
         start = len(_SIG_PREFIX)
         sig, sep, payload = (
@@ -137,7 +162,7 @@ def _unwrap(raw: bytes, secret: bytes | None) -> bytes:
         )
         if sep != b"\n":
             raise EntryDecodeError("malformed signature line")
-        if secret is not None and not hmac.compare_digest(sig, _sign(payload, secret)):
+        if secret is not None and not hmac.compare_digest(sig, _sign(payload, secret, key)):
             raise EntryDecodeError("signature does not match (entry written without the secret, or tampered with)")
         return payload
     if secret is not None:
@@ -146,18 +171,22 @@ def _unwrap(raw: bytes, secret: bytes | None) -> bytes:
 
 
 def encode_entry(
-    entry: ResponseEntry | RunEntry[Any], *, secret: bytes | None = None, output_type: Any = None
+    entry: ResponseEntry | RunEntry[Any],
+    *,
+    secret: bytes | None = None,
+    output_type: Any = None,
+    key: str | None = None,
 ) -> bytes:
-    """Serialize an entry to bytes (signed when `secret` is given)."""
+    """Serialize an entry to bytes (signed when `secret` is given; the signature also covers `key` when given)."""
     if isinstance(entry, ResponseEntry):
         payload = _RESPONSE_ADAPTER.dump_json(entry)
     else:
         payload = run_entry_adapter(output_type).dump_json(entry)
-    return _wrap(payload, secret)
+    return _wrap(payload, secret, key)
 
 
-def _validate(adapter: TypeAdapter[Any], raw: bytes, secret: bytes | None) -> Any:
-    payload = _unwrap(raw, secret)
+def _validate(adapter: TypeAdapter[Any], raw: bytes, secret: bytes | None, key: str | None) -> Any:
+    payload = _unwrap(raw, secret, key)
     try:
         return adapter.validate_json(payload)
     except ValidationError as e:
@@ -166,13 +195,28 @@ def _validate(adapter: TypeAdapter[Any], raw: bytes, secret: bytes | None) -> An
         raise EntryDecodeError(f"not a valid entry ({e.error_count()} errors, first at {where!r})") from None
 
 
-def decode_response_entry(raw: bytes, *, secret: bytes | None = None) -> ResponseEntry:
-    """Decode a request-level entry; raise `EntryDecodeError` for anything that is not a valid one."""
-    entry: ResponseEntry = _validate(_RESPONSE_ADAPTER, raw, secret)
+def decode_response_entry(raw: bytes, *, secret: bytes | None = None, key: str | None = None) -> ResponseEntry:
+    """Decode a request-level entry; raise `EntryDecodeError` for anything that is not a valid one.
+
+    With a `secret`, the signature must match the payload and `key` (the key the entry was read from).
+    """
+    entry: ResponseEntry = _validate(_RESPONSE_ADAPTER, raw, secret, key)
     return entry
 
 
-def decode_run_entry(raw: bytes, output_type: Any, *, secret: bytes | None = None) -> RunEntry[Any]:
-    """Decode a run-level entry into `output_type`; raise `EntryDecodeError` for anything else."""
-    entry: RunEntry[Any] = _validate(run_entry_adapter(output_type), raw, secret)
-    return entry
+def decode_run_entry(
+    raw: bytes, output_type: Any, *, secret: bytes | None = None, messages: bool = True, key: str | None = None
+) -> RunEntry[Any]:
+    """Decode a run-level entry into `output_type`; raise `EntryDecodeError` for anything else.
+
+    With `messages=False` the stored messages are skipped (not validated) and `new_messages` is empty: for a
+    caller that only returns the output, validating pydantic-ai messages is most of the cost of a hit. The
+    envelope, the metadata, the usage and the output are checked as always.
+    """
+    if messages:
+        entry: RunEntry[Any] = _validate(run_entry_adapter(output_type), raw, secret, key)
+        return entry
+    head: _RunEntryOutput[Any] = _validate(_run_output_adapter(output_type), raw, secret, key)
+    return RunEntry(
+        meta=head.meta, usage=head.usage, output=head.output, output_tool_name=head.output_tool_name, new_messages=[]
+    )

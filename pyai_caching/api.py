@@ -11,24 +11,30 @@ pydantic-ai's graph starts (see `pyai_caching._fastpath`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.run import AgentRunResult
 from pydantic_core import to_jsonable_python
 
-from . import _fastpath
+from . import _fastpath, _observe, _overrides
 from ._access import OnCacheError
 from ._context import CallRecord, current_call
 from ._registry import resolve_store
 from ._serialization import EntryMeta, RunEntry
+from ._spend import SpendTracker
 from ._sync import run_sync
 from ._validation import DEFAULT_TTL
 from .capability import ResponseCache
-from .exceptions import CacheMissError, ConfigurationError
+from .costs import ModelCosts, check_custom_costs
+from .exceptions import ConfigurationError
 from .keys import dumps_canonical, entry_key, request_digest
+from .recorders import ExpenseHook, SimpleExpenseRecorder, TaskBudget
+from .retry import RetryPolicy, resolve_retry
+from .semantic import SemanticCache
 from .stores import Store
 from .transcripts import MessageConverter, to_history
 from .types import CacheMode
@@ -103,6 +109,16 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
+    cache_timeout: float | None = None,
+    retry: RetryPolicy | Any | None = None,
+    max_wait: float | None = None,
+    initial_wait: float | None = None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+    expense_recorder: SimpleExpenseRecorder | None = None,
+    expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
+    budget: TaskBudget | None = None,
+    semantic: SemanticCache | None = None,
+    accept_semantic: bool = True,
     **run_kwargs: Any,
 ) -> Any: ...
 
@@ -124,6 +140,16 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
+    cache_timeout: float | None = None,
+    retry: RetryPolicy | Any | None = None,
+    max_wait: float | None = None,
+    initial_wait: float | None = None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+    expense_recorder: SimpleExpenseRecorder | None = None,
+    expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
+    budget: TaskBudget | None = None,
+    semantic: SemanticCache | None = None,
+    accept_semantic: bool = True,
     **run_kwargs: Any,
 ) -> AgentRunResult[Any]: ...
 
@@ -144,6 +170,16 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
+    cache_timeout: float | None = None,
+    retry: RetryPolicy | Any | None = None,
+    max_wait: float | None = None,
+    initial_wait: float | None = None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+    expense_recorder: SimpleExpenseRecorder | None = None,
+    expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
+    budget: TaskBudget | None = None,
+    semantic: SemanticCache | None = None,
+    accept_semantic: bool = True,
     **run_kwargs: Any,
 ) -> Any:
     """Run `agent` on `prompt` like `agent.run`, answering repeated requests from the cache.
@@ -165,6 +201,24 @@ async def cached_agent_run(
             calling the tools (deps become part of the key). Off by default: tools run on every call.
         on_cache_error: `warn` (fail open, default) or `raise` (`CacheError`).
         secret: HMAC secret to sign entries with (default `LLM_CACHE_SECRET`).
+        cache_timeout: Upper bound in seconds for each cache operation (default: the store's own socket timeouts,
+            0.5 s for Redis). With the store down or hung, a call costs at most about this much more.
+        retry: Full control over retries: a `RetryPolicy`, a `tenacity.AsyncRetrying`, or `False` to turn
+            retrying off. Default: a `RetryPolicy` built from `max_wait` and `initial_wait`.
+        max_wait: Seconds one model request may spend being retried after rate limits (HTTP 429), overload
+            (503/529), server errors and connection failures before `RateLimitError` (default 60).
+        initial_wait: Upper bound in seconds of the first backoff; later ones double, with jitter (default 1).
+            A provider's `retry_after` is honoured instead, capped by what is left of `max_wait`.
+        custom_costs: Your prices, `{model_name: ModelCosts(...)}`; they win over genai-prices.
+        expense_recorder: Called once per call with `(model, task_name, cost_usd)`, sync or async: the cost of the
+            requests actually made (0.0 on a full hit). A recorder that raises is logged, never propagated.
+        expense_hook: Called once per call with an `Expense` (cost, savings, usage, hits, misses, time): a callable,
+            a recorder (`LoggingRecorder()`, `RedisSpendLedger(url)`) or a list of them. Errors are logged.
+        budget: A per-task spend limit (`TaskBudget`), checked before a miss calls the model; hits stay free.
+        semantic: Opt-in semantic cache (`SemanticCache(embedder=..., threshold=0.95)`): after an exact miss, serve
+            the answer of a recorded prompt that means the same, in the same context (see `pyai_caching.semantic`).
+        accept_semantic: `False` refuses semantic hits for this call (the model is called; the prompt is still
+            recorded for later calls).
         **run_kwargs: Anything `agent.run` accepts (`deps`, `model_settings`, `message_history`, `usage_limits`,
             `output_type`, `instructions`, ...).
     """
@@ -186,7 +240,12 @@ async def cached_agent_run(
             raise ConfigurationError("pass either transcript_history= or message_history=, not both")
         history = list(run_kwargs.pop("message_history") or [])
     _check_prompt(prompt, bool(history))
+    CacheMode.parse(cache_mode)  # here, so that a bad value is reported as `cache_mode` (ResponseCache calls it `mode`)
 
+    override = _overrides.active()
+    if override is not None:  # a test cassette (pyai_caching.pytest_plugin) replaces the store and the mode
+        redis_url, store, cache_mode = None, override.store, override.mode
+        namespace = override.namespace or namespace
     cache = ResponseCache(
         redis_url=redis_url,
         store=store,
@@ -196,9 +255,22 @@ async def cached_agent_run(
         task_name=task_name,
         on_cache_error=on_cache_error,
         secret=secret,
+        cache_timeout=cache_timeout,
+        retry=resolve_retry(retry, max_wait, initial_wait),
+        custom_costs=check_custom_costs(custom_costs),
+        budget=budget,
+        semantic=_semantic_for_call(semantic, accept_semantic),
     )
     mode = CacheMode.parse(cache_mode)
     ns = cache.resolved_namespace
+    spend = SpendTracker.create(
+        task_name=task_name,
+        namespace=ns,
+        custom_costs=custom_costs,
+        expense_recorder=expense_recorder,
+        expense_hook=expense_hook,
+        budget=budget,
+    )
     output_type = run_kwargs.get("output_type", agent.output_type)
 
     # --- run-level fast path -------------------------------------------------------------------------------
@@ -214,11 +286,17 @@ async def cached_agent_run(
             if template is not None and mode.reads:
                 key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
                 record = CallRecord(owner=cache)
-                entry = await cache.access.get_run(key, output_type, record)
+                lookup_started = _observe.now_ns()
+                # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
+                entry = await cache.access.get_run(key, output_type, record, messages=full_result)
                 if entry is not None:
                     logger.debug("pyai_caching: run-level hit %s (task %s)", key, task_name)
-                    result = _result_from_entry(entry, history, output_type)
-                    return result if full_result else result.output
+                    _observe.run_hit(cache, key, entry, lookup_started)
+                    answer = _result_from_entry(entry, history, output_type) if full_result else entry.output
+                    if spend is not None:
+                        spend.note_run_hit(record, entry)
+                        await spend.deliver(record)
+                    return answer
 
     # --- through the agent graph, request by request ---------------------------------------------------------
     record = CallRecord(owner=cache)
@@ -231,14 +309,27 @@ async def cached_agent_run(
             capabilities=capabilities,
             **run_kwargs,
         )
-    except CacheMissError:
+    except Exception as exc:  # CacheMissError, RateLimitError, BudgetExceededError, provider errors, ...
+        if spend is not None:
+            await spend.deliver(record, exc)
         raise
     finally:
         current_call.reset(token)
 
-    if signature is not None and record.first_request is not None and mode.writes:
+    # A run answered by meaning is not stored as a run entry: that would turn a similar prompt into an exact one.
+    if signature is not None and record.first_request is not None and mode.writes and not record.semantic_matches:
         await _store_run(agent, cache, signature, record, history, history_canon, prompt, run_extra, result, task_name)
+    if spend is not None:
+        await spend.deliver(record)
     return result if full_result else result.output
+
+
+def _semantic_for_call(semantic: SemanticCache | None, accept: bool) -> SemanticCache | None:
+    if not isinstance(accept, bool):
+        raise ConfigurationError(f"accept_semantic must be True or False, got {accept!r}")
+    if semantic is None or accept or not isinstance(semantic, SemanticCache):
+        return semantic
+    return dataclasses.replace(semantic, accept_hits=False)
 
 
 def _result_from_entry(entry: RunEntry[Any], history: list[Any], output_type: Any) -> AgentRunResult[Any]:
@@ -266,15 +357,16 @@ async def _store_run(
 ) -> None:
     assert record.first_request is not None
     ns = cache.resolved_namespace
-    _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt)
-    key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
     output_type = signature[3]
+    if _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt) is not None:
+        _result_adapter(output_type)  # built now, on a miss, rather than on the first fast hit
+    key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
     entry: RunEntry[Any] = RunEntry(
         meta=EntryMeta(
             namespace=ns,
             model=record.models[0] if record.models else "unknown",
             task=task_name,
-            cost=result.usage.cost,
+            cost=None if record.unpriced_requests or record.unpriced_hits else record.cost + record.saved_cost,
             requests=record.hits + record.misses,
         ),
         usage=record.usage + record.saved_usage,

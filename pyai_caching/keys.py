@@ -20,16 +20,31 @@ pydantic-ai adds a field to a known kind, so that someone decides where it belon
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings, merge_model_settings
+from pydantic_core import to_jsonable_python
 
 from .exceptions import ConfigurationError
 
@@ -42,6 +57,7 @@ __all__ = [
     "canonical_request",
     "canonical_settings",
     "digest",
+    "digest_json",
     "dumps_canonical",
     "entry_key",
     "namespace_prefix",
@@ -240,9 +256,13 @@ class CanonicalRequest:
         return {"header": self.header, "messages": self.messages}
 
 
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""One encoder for every canonical dump (`json.dumps` with these options would build a new one per call)."""
+
+
 def dumps_canonical(obj: Any) -> str:
     """Serialize `obj` to the one canonical JSON text: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def _strip(obj: dict[str, Any], counted: frozenset[str] | None) -> dict[str, Any]:
@@ -254,10 +274,16 @@ def _strip(obj: dict[str, Any], counted: frozenset[str] | None) -> dict[str, Any
 def _canonical_part(part: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
     kind = part.get("part_kind")
     spec = PART_FIELDS.get(kind) if isinstance(kind, str) else None
-    out = _strip(part, spec[0] if spec else None)
+    return _finish_part(_strip(part, spec[0] if spec else None), ids)
+
+
+def _finish_part(out: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
     call_id = out.get("tool_call_id")
     if isinstance(call_id, str):
-        out["tool_call_id"] = ids.setdefault(call_id, f"call_{len(ids) + 1}")
+        new_id = ids.get(call_id)
+        if new_id is None:
+            new_id = ids[call_id] = f"call_{len(ids) + 1}"
+        out["tool_call_id"] = new_id
     content = out.get("content")
     if isinstance(content, list):
         out["content"] = [_strip(c, None) if isinstance(c, dict) else c for c in content]
@@ -266,23 +292,170 @@ def _canonical_part(part: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]
     return out
 
 
+def _canonical_dumped_message(message: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    kind = message.get("kind")
+    spec = MESSAGE_FIELDS.get(kind) if isinstance(kind, str) else None
+    canon = _strip(message, spec[0] if spec else None)
+    canon["parts"] = [_canonical_part(p, ids) for p in message.get("parts", [])]
+    return canon
+
+
+def _dumped_canonical(message: ModelMessage, ids: dict[str, str]) -> dict[str, Any]:
+    """The reference path: dump the message with pydantic-ai's own serializer, then strip it."""
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python([message], mode="json")
+    return _canonical_dumped_message(dumped[0], ids)
+
+
+# The direct path. Dumping messages through pydantic-ai's serializer runs Python callbacks for every usage object
+# and tool result (~12 us a message), only for most of the dump to be thrown away. For the common message and
+# part classes, whose counted fields hold plain JSON data (str, int, finite float, bool, None, and lists and
+# str-keyed dicts of those), the canonical form is read straight from the attributes instead. Anything else (an
+# image, a tool result that is a pydantic model, a subclass, a part kind not listed here) takes the reference
+# path, message by message. The first message that uses a class is canonicalized both ways and compared,
+# byte for byte: a class whose direct form ever differs from its dump (a newer pydantic-ai that serializes a
+# field differently) is sent down the reference path from then on, so keys never depend on which path ran.
+
+_NOT_PLAIN: Final = object()
+_DIRECT_CLASSES: Final = (
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    UserPromptPart,
+    ToolReturnPart,
+    TextPart,
+    ToolCallPart,
+    ThinkingPart,
+)
+
+
+def _counted_attributes(
+    cls: type, kind_field: str, table: Mapping[str, tuple[frozenset[str], frozenset[str]]]
+) -> tuple[str, ...] | None:
+    """The counted fields of a dataclass, in declaration order (the order pydantic dumps them in)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kind = fields[kind_field].default if kind_field in fields else None
+    if not isinstance(kind, str) or kind not in table:
+        return None
+    counted = table[kind][0]
+    return tuple(name for name in fields if name in counted)
+
+
+_candidates: dict[type, tuple[str, ...]] = {
+    cls: names
+    for cls, names in (
+        *((cls, _counted_attributes(cls, "kind", MESSAGE_FIELDS)) for cls in _DIRECT_CLASSES[:2]),
+        *((cls, _counted_attributes(cls, "part_kind", PART_FIELDS)) for cls in _DIRECT_CLASSES[2:]),
+    )
+    if names is not None
+}
+"""Classes that may take the direct path, with their counted attributes, until their first message is compared."""
+_direct: dict[type, tuple[str, ...]] = {}
+"""Classes whose direct form matched their dump. Replaced (never mutated) when a class is added."""
+_verify_lock = threading.Lock()
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of plain JSON data (which pydantic's JSON-mode dump returns unchanged), else `_NOT_PLAIN`."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else _NOT_PLAIN
+    if t is list:
+        items = [_plain_copy(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if t is dict:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                return _NOT_PLAIN
+            c = out[k] = _plain_copy(v)
+            if c is _NOT_PLAIN:
+                return _NOT_PLAIN
+        return out
+    return _NOT_PLAIN
+
+
+def _direct_canonical(
+    message: Any, ids: dict[str, str], table: Mapping[type, tuple[str, ...]]
+) -> dict[str, Any] | None:
+    """The canonical form read from the attributes, or `None` when a class or a value is not in `table`'s reach.
+
+    On `None`, `ids` may hold the renumbered ids of this message's first parts, which the reference path then
+    assigns identically (they are numbered in order of first appearance either way).
+    """
+    names = table.get(type(message))
+    if names is None:
+        return None
+    canon: dict[str, Any] = {}
+    for name in names:
+        if name == "parts":
+            parts: list[dict[str, Any]] = []
+            for part in message.parts:
+                part_names = table.get(type(part))
+                if part_names is None:
+                    return None
+                out: dict[str, Any] = {}
+                for part_name in part_names:
+                    value = getattr(part, part_name)
+                    if type(value) is not str:
+                        value = _plain_copy(value)
+                        if value is _NOT_PLAIN:
+                            return None
+                    out[part_name] = value
+                parts.append(_finish_part(out, ids))
+            canon["parts"] = parts
+        else:
+            value = getattr(message, name)
+            if type(value) is not str:
+                value = _plain_copy(value)
+                if value is _NOT_PLAIN:
+                    return None
+            canon[name] = value
+    return canon
+
+
+def _canonical_message(message: ModelMessage, ids: dict[str, str]) -> dict[str, Any]:
+    direct = _direct_canonical(message, ids, _direct)
+    if direct is not None:
+        return direct
+    return _verified_canonical(message, ids)
+
+
+def _verified_canonical(message: ModelMessage, ids: dict[str, str]) -> dict[str, Any]:
+    """The reference path; when the message has classes not compared yet, compare both paths on it."""
+    global _direct
+    new = [c for c in (type(message), *(type(p) for p in message.parts)) if c in _candidates and c not in _direct]
+    if not new:
+        return _dumped_canonical(message, ids)
+    before = dict(ids)
+    direct = _direct_canonical(message, ids, {**_direct, **_candidates})
+    direct_ids = dict(ids)
+    ids.clear()
+    ids.update(before)
+    reference = _dumped_canonical(message, ids)
+    if direct is None:  # a value that is not plain data: nothing learned about the classes
+        return reference
+    same = direct_ids == ids and json.dumps(direct, allow_nan=False) == json.dumps(reference, allow_nan=False)
+    with _verify_lock:
+        if same:
+            _direct = {**_direct, **{c: _candidates[c] for c in new if c in _candidates}}
+        else:
+            for c in new:
+                _candidates.pop(c, None)
+    return reference
+
+
 def canonical_messages(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
     """Reduce `messages` to their canonical JSON-compatible form (see the module docstring)."""
-    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
-    return canonical_dumped_messages(dumped)
+    ids: dict[str, str] = {}
+    return [_canonical_message(m, ids) for m in messages]
 
 
 def canonical_dumped_messages(dumped: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Like `canonical_messages`, for messages already dumped with `ModelMessagesTypeAdapter` (`mode='json'`)."""
     ids: dict[str, str] = {}
-    out: list[dict[str, Any]] = []
-    for message in dumped:
-        kind = message.get("kind")
-        spec = MESSAGE_FIELDS.get(kind) if isinstance(kind, str) else None
-        canon = _strip(message, spec[0] if spec else None)
-        canon["parts"] = [_canonical_part(p, ids) for p in message.get("parts", [])]
-        out.append(canon)
-    return out
+    return [_canonical_dumped_message(m, ids) for m in dumped]
 
 
 def canonical_settings(*layers: ModelSettings | None) -> dict[str, Any]:
@@ -305,9 +478,16 @@ def canonical_settings(*layers: ModelSettings | None) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    from pydantic_core import to_jsonable_python
+    # Plain JSON data (most tool schemas and settings) is what `to_jsonable_python` would return anyway, and
+    # copying it directly is several times faster than pydantic's type inference.
+    plain = _plain_copy(value)
+    if plain is not _NOT_PLAIN:
+        return plain
+    return to_jsonable_python(value, fallback=_unserializable)
 
-    return to_jsonable_python(value, fallback=lambda v: f"<{type(v).__qualname__}>")
+
+def _unserializable(value: Any) -> str:
+    return f"<{type(value).__qualname__}>"
 
 
 def _tool_definitions(tools: Sequence[Any]) -> list[dict[str, Any]]:
@@ -357,23 +537,22 @@ def digest(namespace: str, header_json: str, message_jsons: Sequence[str], *, ex
     Hashing fragments lets a caller that already holds some of them (the run-level fast path) skip
     re-serializing them; the result equals hashing the whole request.
     """
-    h = hashlib.sha256()
-    h.update(f"pyai_caching/key/v{KEY_SCHEMA_VERSION}\x00{namespace}\x00{extra}\x00".encode())
+    return digest_json(namespace, header_json, "[" + ",".join(message_jsons) + "]", extra=extra)
+
+
+def digest_json(namespace: str, header_json: str, messages_json: str, *, extra: str = "") -> str:
+    """`digest` with the messages given as one canonical JSON array (the same bytes are hashed)."""
+    h = hashlib.sha256(f"pyai_caching/key/v{KEY_SCHEMA_VERSION}\x00{namespace}\x00{extra}\x00".encode())
     h.update(header_json.encode())
-    h.update(b"\x00[")
-    h.update(",".join(message_jsons).encode())
-    h.update(b"]")
+    h.update(b"\x00")
+    h.update(messages_json.encode())
     return h.hexdigest()
 
 
 def request_digest(canonical: CanonicalRequest, namespace: str, *, extra: str = "") -> str:
     """SHA-256 (hex) of a whole canonical request."""
-    return digest(
-        namespace,
-        dumps_canonical(canonical.header),
-        [dumps_canonical(m) for m in canonical.messages],
-        extra=extra,
-    )
+    # One dump of the whole list: the canonical array is the messages' canonical texts joined by commas.
+    return digest_json(namespace, dumps_canonical(canonical.header), dumps_canonical(canonical.messages), extra=extra)
 
 
 def validate_namespace(namespace: str | None) -> str:

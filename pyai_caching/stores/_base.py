@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Store"]
+__all__ = ["LockingStore", "Store"]
 
 
 @runtime_checkable
@@ -53,4 +53,27 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections and file handles. The store may be used again afterwards (it reconnects)."""
+        ...
+
+
+@runtime_checkable
+class LockingStore(Store, Protocol):
+    """A store that can also hold short-lived locks, so that processes sharing it fill each miss only once.
+
+    Optional: the engine uses these methods when a store has them (`RedisStore` does) and otherwise coordinates
+    identical misses within one process only. A lock is a key holding a random token that expires by itself, so
+    a holder that dies never blocks anyone for longer than the lock's lifetime. Locks are advisory: a holder that
+    stalls past the lifetime loses the lock and someone else may fill the same entry too (the last write wins).
+    """
+
+    async def acquire_lock(self, key: str, token: str, *, ttl: float) -> bool:
+        """Take the lock `key` for `ttl` seconds with `token` if nobody holds it; return whether it was taken."""
+        ...
+
+    async def renew_lock(self, key: str, token: str, *, ttl: float) -> bool:
+        """Extend the lock to `ttl` seconds from now if it is still held with `token`; return whether it was."""
+        ...
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        """Delete the lock if it is still held with `token` (never someone else's); return whether it was."""
         ...

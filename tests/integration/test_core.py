@@ -363,7 +363,9 @@ async def test_whole_run_caching_skips_tools_on_a_hit() -> None:
         return "sunny"
 
     for _ in range(3):
-        assert await cached_agent_run(agent, "w?", "t", store=store, cache_whole_run=True, deps=None) == "weather: sunny"
+        assert (
+            await cached_agent_run(agent, "w?", "t", store=store, cache_whole_run=True, deps=None) == "weather: sunny"
+        )
     assert len(tool_calls) == 1
 
 
@@ -527,7 +529,9 @@ def _child(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])
-async def test_hit_in_a_new_process_after_a_miss_in_the_parent(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+async def test_hit_in_a_new_process_after_a_miss_in_the_parent(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     if kind == "redis":
         kwargs: dict[str, Any] = {"redis_url": request.getfixturevalue("redis_url")}
         child_kwargs = kwargs

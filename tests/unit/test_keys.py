@@ -165,7 +165,9 @@ def test_key_is_stable_across_processes_and_hash_seeds() -> None:
     assert len(results) == 1
     from datetime import datetime as dt
 
-    assert results == {_key(_history(dt(2026, 1, 1, tzinfo=UTC), ("x", "y")), {"temperature": 0.5, "stop_sequences": ["a"]})}
+    assert results == {
+        _key(_history(dt(2026, 1, 1, tzinfo=UTC), ("x", "y")), {"temperature": 0.5, "stop_sequences": ["a"]})
+    }
 
 
 def test_key_survives_json_round_trip_of_history() -> None:
@@ -179,7 +181,11 @@ def test_fragment_digest_equals_whole_digest() -> None:
     model = FunctionModel(lambda *_: m.ModelResponse(parts=[]), model_name="x")
     canonical = keys.canonical_request(model, history, None, ModelRequestParameters())
     whole = keys.request_digest(canonical, "ns")
-    parts = keys.digest("ns", keys.dumps_canonical(canonical.header), [json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for x in canonical.messages])
+    parts = keys.digest(
+        "ns",
+        keys.dumps_canonical(canonical.header),
+        [json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for x in canonical.messages],
+    )
     assert whole == parts
 
 

@@ -1,0 +1,8 @@
+"""`python -m pyai_caching`: the `pyai-caching` command line (see `pyai_caching.cli`)."""
+
+from __future__ import annotations
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

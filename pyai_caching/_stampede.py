@@ -1,0 +1,303 @@
+"""Stampede protection: of identical concurrent misses, one calls the model and the others wait for its entry.
+
+```python
+async with Fill(access, key, record, wait=True, lock_ttl=5.0) as fill:
+    if fill.entry is not None:        # an identical call filled the entry while this one waited
+        return fresh_response(fill.entry)
+    response = await handler(request_context)
+    await fill.put_entry(ResponseEntry(...))
+```
+
+Two levels:
+
+* **In one process** (per event loop): a single-flight per key. The first miss leads; identical misses that
+  arrive while it runs wait on it and receive the encoded entry, which each decodes into its own fresh objects
+  (nothing mutable is shared). This needs no store at all, so it keeps working while the store is down.
+* **Across processes**, when the store implements `LockingStore` (`RedisStore`): the leader takes a lock key next
+  to the entry (`<entry key>:lock`, same `{digest}` hash tag, so it lands on the entry's Redis Cluster node): a
+  random token set with `SET NX PX`, renewed every third of its lifetime while the model call runs, released with
+  a compare-and-delete. A process that finds the lock taken polls for the entry with a short exponential backoff
+  (2 ms doubling to 25 ms) and tries the lock on each round, so it returns within one poll interval of the entry
+  landing, and takes over within the lock's lifetime if the holder dies.
+
+When the leader fails (the model raised, the run was cancelled, the response was incomplete), nothing is stored
+and the waiters are released at once: one of them becomes the new leader and calls the model itself, the others
+wait on it. A store that fails while locking or polling is treated like no lock at all (fail-open): the call goes
+to the model.
+
+What the lock does not guarantee: it is advisory and it expires. A holder that stalls longer than the lock's
+lifetime without renewing it (a blocked event loop, a paused process) loses it, and another process may call the
+model for the same request too; both then write the same key and the last write wins. The model may be called
+twice in that case, never a wrong answer served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import secrets
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+
+from ._access import StoreAccess
+from ._context import CallRecord
+from ._serialization import EntryDecodeError, ResponseEntry, decode_response_entry, encode_entry
+from .exceptions import ConfigurationError
+from .stores import LockingStore, Store
+
+__all__ = ["DEFAULT_LOCK_TTL", "Fill", "check_lock_ttl", "forget_entries_of_failed_run", "lock_key"]
+
+logger = logging.getLogger("pyai_caching")
+
+DEFAULT_LOCK_TTL: Final = 5.0
+"""Seconds a fill lock lives unless renewed: how long waiters wait for a holder that died before taking over."""
+
+POLL_FIRST: Final = 0.002
+"""First wait (seconds) of a process polling for an entry another process is filling."""
+
+POLL_MAX: Final = 0.025
+"""Longest wait between two polls: a waiter returns within about this long of the entry landing."""
+
+_flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Flight]] = (
+    weakref.WeakKeyDictionary()
+)
+_locking_types: dict[type, bool] = {}
+
+_run_writes: contextvars.ContextVar[list[tuple[StoreAccess, str]] | None] = contextvars.ContextVar(
+    "pyai_caching_run_writes", default=None
+)
+
+
+def check_lock_ttl(value: Any) -> None:
+    """`lock_ttl` must be a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"lock_ttl must be a positive number of seconds (how long a fill lock lives unless renewed), got {value!r}"
+        )
+
+
+def lock_key(key: str) -> str:
+    """The lock key of an entry key: the same `{digest}` hash tag, so both live on one Redis Cluster node."""
+    return f"{key}:lock"
+
+
+def _is_locking(store: Store) -> bool:
+    kind = type(store)
+    found = _locking_types.get(kind)
+    if found is None:
+        found = _locking_types[kind] = isinstance(store, LockingStore)
+    return found
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One in-process fill of one key, which identical misses of the same event loop wait on."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the leader is finished, successfully or not."""
+    raw: bytes | None = None
+    """The encoded entry the leader stored or found; `None` when it failed (a waiter then takes over)."""
+
+
+class Fill:
+    """The fill of one missing entry: wait for an identical call that is already filling it, or fill it.
+
+    Use as `async with`: entering waits (when `wait` is true) and sets `entry` if another caller produced it;
+    otherwise this call is the leader and must call the model, then `put_entry`. Leaving wakes the waiters
+    (with the entry, or with nothing if none was put, so that one of them takes over) and releases the lock.
+    """
+
+    __slots__ = (
+        "_access",
+        "_fkey",
+        "_flight",
+        "_key",
+        "_lock",
+        "_lock_ttl",
+        "_record",
+        "_renewer",
+        "_wait",
+        "_wait_started",
+        "entry",
+        "waited",
+    )
+
+    def __init__(
+        self, access: StoreAccess, key: str, record: CallRecord | None, *, wait: bool, lock_ttl: float
+    ) -> None:
+        self._access = access
+        self._key = key
+        self._record = record
+        self._wait = wait
+        self._lock_ttl = lock_ttl
+        self._fkey = (id(access.store), key)
+        self._flight: _Flight | None = None
+        self._lock: str | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._wait_started: float | None = None
+        self.entry: ResponseEntry | None = None
+        """The entry another caller produced while this one waited (`None`: this call fills the entry)."""
+        self.waited: float | None = None
+        """Seconds spent waiting for another caller, or `None` if this call did not wait."""
+
+    async def __aenter__(self) -> Fill:
+        if self._wait:
+            try:
+                self.entry = await self._claim()
+            except BaseException:
+                await self._finish(None)
+                raise
+            if self._wait_started is not None:
+                self.waited = time.monotonic() - self._wait_started
+            if self.entry is not None:
+                await self._finish(None)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._finish(None)
+
+    async def put_entry(self, entry: ResponseEntry) -> bool:
+        """Store the entry this call produced, hand it to the callers waiting in this process, release the lock.
+
+        Returns whether the store accepted it (the waiters of this process get it either way).
+        """
+        raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+        self._publish(raw)
+        stored = await self._access.put_raw(self._key, raw, self._record)
+        if stored:
+            writes = _run_writes.get()
+            if writes is not None:
+                writes.append((self._access, self._key))
+        await self._finish(raw)
+        return stored
+
+    # -- waiting and leading ------------------------------------------------------------------------------------
+
+    async def _claim(self) -> ResponseEntry | None:
+        """Wait for an identical fill in this process, then (as its leader) across processes; `None`: fill it."""
+        flights = _flights.setdefault(asyncio.get_running_loop(), {})
+        takeover = False
+        while (flight := flights.get(self._fkey)) is not None:
+            self._started_waiting()
+            await flight.done.wait()
+            if flight.raw is not None and (entry := self._decode(flight.raw)) is not None:
+                return entry
+            takeover = True  # the leader stored nothing: this call (or another waiter) leads now
+        self._flight = flights[self._fkey] = _Flight()
+        if not _is_locking(self._access.store):
+            # Without locks, only a takeover looks again: the entry may have come from another process meanwhile.
+            return await self._read() if takeover else None
+        return await self._claim_lock()
+
+    async def _claim_lock(self) -> ResponseEntry | None:
+        store = self._access.store
+        assert isinstance(store, LockingStore)
+        name, token = lock_key(self._key), secrets.token_hex(16)
+        delay = POLL_FIRST
+        while True:
+            ok, taken = await self._access._guard(
+                "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
+            )
+            if not ok:
+                return None  # the store fails: fill without a lock (the failure is reported)
+            if taken:
+                self._lock = token
+                # The previous holder may have stored the entry just before releasing the lock.
+                entry = await self._read()
+                if entry is None:
+                    self._renewer = asyncio.create_task(self._renew(store, name, token))
+                return entry
+            self._started_waiting()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX)
+            entry = await self._read()
+            if entry is not None:
+                return entry
+
+    async def _renew(self, store: LockingStore, name: str, token: str) -> None:
+        """Keep the lock while the model call runs: extend it every third of its lifetime until it is lost."""
+        interval = self._lock_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = await asyncio.wait_for(store.renew_lock(name, token, ttl=self._lock_ttl), interval)
+            except Exception as error:  # the store is failing: keep trying until the call ends
+                logger.debug("pyai_caching: could not renew lock %s: %s", name, type(error).__name__)
+                continue
+            if not renewed:
+                logger.debug("pyai_caching: lost lock %s (it expired); another caller may fill it too", name)
+                return
+
+    async def _read(self) -> ResponseEntry | None:
+        raw = await self._access.get_raw(self._key, self._record)
+        if raw is None:
+            return None
+        entry = self._decode(raw)
+        if entry is None:
+            logger.warning("pyai_caching: ignoring unreadable entry %s; it will be overwritten", self._key)
+        else:
+            self._publish(raw)
+        return entry
+
+    def _decode(self, raw: bytes) -> ResponseEntry | None:
+        try:
+            return decode_response_entry(raw, secret=self._access.secret, key=self._key)
+        except EntryDecodeError:
+            return None
+
+    def _started_waiting(self) -> None:
+        if self._wait_started is None:
+            self._wait_started = time.monotonic()
+
+    # -- finishing ----------------------------------------------------------------------------------------------
+
+    def _publish(self, raw: bytes | None) -> None:
+        """Wake the callers of this process waiting on this fill (with the entry, or with nothing)."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return
+        flights = _flights.get(asyncio.get_running_loop())
+        if flights is not None and flights.get(self._fkey) is flight:
+            del flights[self._fkey]
+        flight.raw = raw
+        flight.done.set()
+
+    async def _finish(self, raw: bytes | None) -> None:
+        self._publish(raw)
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()  # not awaited: a renewal that still lands after the release finds no token and is a no-op
+        token, self._lock = self._lock, None
+        if token is not None:
+            store = self._access.store
+            assert isinstance(store, LockingStore)
+            # Never raises: a lock that cannot be released expires by itself.
+            await self._access._guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
+
+
+@contextlib.asynccontextmanager
+async def forget_entries_of_failed_run() -> AsyncIterator[None]:
+    """Around one agent run: if it fails or is cancelled, delete the request entries it stored.
+
+    A response that was stored and then failed output validation (or led to any other error) would otherwise make
+    every later identical run fail the same way without ever asking the model again.
+    """
+    writes: list[tuple[StoreAccess, str]] = []
+    token = _run_writes.set(writes)
+    try:
+        yield
+    except BaseException:
+        for access, key in writes:
+            await access.delete(key)
+        raise
+    finally:
+        _run_writes.reset(token)

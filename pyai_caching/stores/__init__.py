@@ -1,0 +1,17 @@
+"""Where cache entries live: the `Store` protocol and its implementations.
+
+- `RedisStore`: Redis, shared by every process that can reach the server.
+- `LocalStore`: the embedded default, a SQLite file shared by the processes of one machine.
+- `MemoryStore`: a dict of this process, for tests and notebooks.
+- `CassetteStore`: one readable JSON file of recorded responses per test (see `pyai_caching.pytest_plugin`).
+"""
+
+from __future__ import annotations
+
+from ._base import LockingStore, Store
+from .cassette import CassetteStore
+from .local import LocalStore
+from .memory import MemoryStore
+from .redis import RedisStore
+
+__all__ = ["CassetteStore", "LocalStore", "LockingStore", "MemoryStore", "RedisStore", "Store"]

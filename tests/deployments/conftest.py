@@ -1,0 +1,142 @@
+"""Fixtures of the deployment tests: Sentinel, Cluster, TLS with client certificates, and ACL users.
+
+Every topology starts on free loopback ports and is torn down by the tests. The ones that tests only read from
+are session-scoped (a cluster takes about two seconds to agree on its slots); the Sentinel failover test builds
+its own group, since it kills the master. Run them alone with `pytest -m deployments`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _redis_servers import RedisServer, TLSFiles, make_tls_files, redis_server_executable
+from _redis_topologies import ClusterNodes, SentinelGroup, make_client_certificate
+
+from pyai_caching import _access
+
+ACL_USER = "cache"
+ACL_PASSWORD = "c@che/pw:1"
+"""Special characters on purpose: URLs must percent-encode them."""
+ACL_PASSWORD_IN_URL = "c%40che%2Fpw%3A1"
+
+MINIMAL_ACL: tuple[str, ...] = (
+    "~pyai_caching:*",
+    "~pyai_caching_ledger:*",
+    "resetchannels",
+    "+client|setname",
+    "+select",
+    "+get",
+    "+set",
+    "+unlink",
+    "+scan",
+    "+evalsha",
+    "+script|load",
+    "+pttl",
+    "+pexpire",
+    "+del",
+    "+multi",
+    "+exec",
+    "+hincrby",
+    "+expire",
+    "+hgetall",
+    "+xadd",
+    "+xrange",
+    "+xlen",
+    "+cluster|slots",
+    "+command",
+)
+"""The documented least-privilege rule (docs/_drafts/deployments.md), token by token; the tests prove it is enough
+and that each permission in it is needed."""
+
+
+def _require_binaries() -> None:
+    missing = [name for name in ("redis-cli", "openssl") if shutil.which(name) is None]
+    if redis_server_executable() is None:
+        missing.insert(0, "redis-server")
+    if missing:
+        pytest.fail(f"the deployment tests need {', '.join(missing)} on PATH", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_store_health() -> Iterator[None]:
+    """Forget what earlier tests learned about failing stores (a later server may reuse a port, hence a name)."""
+    _access._failing.clear()
+    _access._down_until.clear()
+    yield
+    _access._failing.clear()
+    _access._down_until.clear()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A master, a replica and three sentinels for the session. Tests must not kill its master."""
+    _require_binaries()
+    with SentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture
+def failover_group() -> Iterator[SentinelGroup]:
+    """A group of its own, ready to fail over (the sentinels know each other and the replica)."""
+    _require_binaries()
+    with SentinelGroup() as group:
+        group.wait_until_failover_ready()
+        yield group
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterNodes]:
+    """A three-master Redis Cluster for the session; every node also has the ACL user `cache` (`MINIMAL_ACL`)."""
+    _require_binaries()
+    with ClusterNodes("--user", ACL_USER, "on", f">{ACL_PASSWORD}", *MINIMAL_ACL) as nodes:
+        yield nodes
+
+
+@dataclass(frozen=True)
+class TLSDeployment:
+    """A TLS-only server that requires a client certificate signed by its CA."""
+
+    server: RedisServer
+    """The server (`server.port` is its TLS port)."""
+    files: TLSFiles
+    """The CA, and the server's certificate and key."""
+    client_cert: Path
+    """A client certificate signed by the same CA."""
+    client_key: Path
+    """Its key."""
+
+    def url(self, *, cert: bool = True, ca: bool = True, db: int = 0) -> str:
+        """`rediss://127.0.0.1:<port>/<db>?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...`."""
+        params = []
+        if ca:
+            params.append(f"ssl_ca_certs={self.files.ca_cert}")
+        if cert:
+            params += [f"ssl_certfile={self.client_cert}", f"ssl_keyfile={self.client_key}"]
+        query = "?" + "&".join(params) if params else ""
+        return f"rediss://127.0.0.1:{self.server.port}/{db}{query}"
+
+
+@pytest.fixture(scope="session")
+def tls_deployment() -> Iterator[TLSDeployment]:
+    _require_binaries()
+    directory = Path(tempfile.mkdtemp(prefix="pyai-tls-"))
+    try:
+        files = make_tls_files(directory)
+        client_cert, client_key = make_client_certificate(files, directory)
+        with RedisServer("--tls-auth-clients", "yes", tls=files) as server:
+            yield TLSDeployment(server, files, client_cert, client_key)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def acl_server() -> Iterator[RedisServer]:
+    """A server whose user `cache` has exactly `MINIMAL_ACL` (the default user keeps full rights, for assertions)."""
+    _require_binaries()
+    with RedisServer("--user", ACL_USER, "on", f">{ACL_PASSWORD}", *MINIMAL_ACL) as server:
+        yield server

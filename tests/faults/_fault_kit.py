@@ -1,0 +1,80 @@
+"""Helpers of the fault-injection tests: a counting model, polling with a deadline, log counting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+PREFIX = "pyai_caching:"
+
+
+def last_prompt(messages: list[ModelMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    return part.content
+    return ""
+
+
+def answer_to(prompt: str) -> str:
+    return f"answer to {prompt}"
+
+
+@dataclass
+class Echo:
+    """A model that answers `answer to <prompt>` after `sleep` seconds and counts its calls."""
+
+    sleep: float = 0.0
+    calls: int = 0
+    prompts: list[str] = field(default_factory=list)
+
+    async def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        self.calls += 1
+        prompt = last_prompt(messages)
+        self.prompts.append(prompt)
+        if self.sleep:
+            await asyncio.sleep(self.sleep)
+        return ModelResponse(parts=[TextPart(answer_to(prompt))])
+
+    def agent(self) -> Agent[None, str]:
+        return Agent(FunctionModel(self, model_name="echo"))
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], *, within: float = 15.0, what: str = "") -> None:
+    """Poll `check` every 10 ms until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within} s waiting for {what or check}")
+        await asyncio.sleep(0.01)
+
+
+def our_keys(client: redis.Redis) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"{PREFIX}*"))
+
+
+def entry_keys(client: redis.Redis) -> list[bytes]:
+    """Keys of entries (lock keys left aside)."""
+    return [k for k in our_keys(client) if not k.endswith(b":lock")]
+
+
+def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("pyai_caching") and r.levelname == "WARNING" and text in r.getMessage()
+    ]

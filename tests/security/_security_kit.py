@@ -1,0 +1,38 @@
+"""Helpers of the security tests: a counting model and raw access to what a store holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+
+def last_prompt(messages: list[ModelMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    return part.content
+    return ""
+
+
+def answer_to(prompt: str) -> str:
+    return f"answer to {prompt}"
+
+
+@dataclass
+class Echo:
+    """A model that answers `answer to <prompt>` and counts its calls."""
+
+    calls: int = 0
+    settings_seen: list[object] = field(default_factory=list)
+
+    def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        self.calls += 1
+        self.settings_seen.append(info.model_settings)
+        return ModelResponse(parts=[TextPart(answer_to(last_prompt(messages)))])
+
+    def agent(self) -> Agent[None, str]:
+        return Agent(FunctionModel(self, model_name="echo"))
