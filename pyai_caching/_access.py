@@ -61,6 +61,8 @@ _OWN_READ: Any = object()  # what a shared read hands its followers when it fail
 
 _health_lock = threading.Lock()
 _failing: dict[str, set[str]] = {}
+_failed_at: dict[str, float] = {}
+_recovered_at: dict[str, float] = {}
 _down_until: dict[str, float] = {}
 _error_counts: dict[str, int] = {}
 
@@ -76,15 +78,21 @@ def cache_error_count(store: str | None = None) -> int:
         return _error_counts.get(store, 0)
 
 
-def _report_failure(store: Store, operation: str, error: BaseException) -> None:
+def _report_failure(store: Store, operation: str, error: BaseException, started: float) -> None:
     name = store.description
+    now = time.monotonic()
     with _health_lock:
         _error_counts[name] = _error_counts.get(name, 0) + 1
+        if started < _recovered_at.get(name, started):
+            # It was under way before the store recovered: a late echo of the outage that ended, not a new one.
+            logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
+            return
         failing = _failing.setdefault(name, set())
         first = not failing
         failing.add(operation)
+        _failed_at[name] = now
         if isinstance(error, _UNAVAILABLE):
-            _down_until[name] = time.monotonic() + RETRY_AFTER
+            _down_until[name] = now + RETRY_AFTER
     if first:
         logger.warning(
             "pyai_caching: cache %s failed on %s (%s: %s); calls go on without the cache until it recovers",
@@ -97,11 +105,13 @@ def _report_failure(store: Store, operation: str, error: BaseException) -> None:
         logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
 
 
-def _report_success(store: Store, operation: str) -> None:
+def _report_success(store: Store, operation: str, started: float) -> None:
     name = store.description
     if name not in _failing and name not in _down_until:
         return
     with _health_lock:
+        if started < _failed_at.get(name, started):
+            return  # it was already under way when the last failure happened: it proves nothing about now
         _down_until.pop(name, None)
         failing = _failing.get(name)
         if failing is None:
@@ -112,6 +122,7 @@ def _report_success(store: Store, operation: str) -> None:
         if failing:
             return
         del _failing[name]
+        _recovered_at[name] = time.monotonic()
     logger.warning("pyai_caching: cache on %s recovered; caching resumed", name)
 
 
@@ -173,6 +184,7 @@ class StoreAccess:
             with _health_lock:
                 _error_counts[self.store.description] = _error_counts.get(self.store.description, 0) + 1
             return False, None
+        started = time.monotonic()
         try:
             if self.timeout is not None:
                 result = await asyncio.wait_for(awaitable, self.timeout)
@@ -193,7 +205,7 @@ class StoreAccess:
             if record is not None:
                 record.cache_errors += 1
             _observe.cache_error(operation, error, record)
-            _report_failure(self.store, operation, error)
+            _report_failure(self.store, operation, error, started)
             if raising:
                 raise CacheError(
                     f"cache {operation} failed on {self.store.description}: {type(error).__name__}: "
@@ -202,7 +214,7 @@ class StoreAccess:
                     store=self.store.description,
                 ) from None
             return False, None
-        _report_success(self.store, operation)
+        _report_success(self.store, operation, started)
         return True, result
 
     async def get_raw(self, key: str, record: CallRecord | None = None) -> bytes | None:

@@ -163,7 +163,9 @@ def _unwrap(raw: bytes, secret: bytes | None, key: str | None) -> bytes:
         if sep != b"\n":
             raise EntryDecodeError("malformed signature line")
         if secret is not None and not hmac.compare_digest(sig, _sign(payload, secret, key)):
-            raise EntryDecodeError("signature does not match (entry written without the secret, or tampered with)")
+            raise EntryDecodeError(
+                "signature does not match (written without the secret, tampered with, or copied from another key)"
+            )
         return payload
     if secret is not None:
         raise EntryDecodeError("entry is not signed but a signing secret is configured")

@@ -242,8 +242,8 @@ class Fill:
         if raw is None:
             return None
         entry = self._decode(raw)
-        if entry is None:
-            logger.warning("pyai_caching: ignoring unreadable entry %s; it will be overwritten", self._key)
+        if entry is None:  # the lookup before the fill has already warned about it
+            logger.debug("pyai_caching: ignoring unreadable entry %s; it will be overwritten", self._key)
         else:
             self._publish(raw)
         return entry
@@ -295,9 +295,25 @@ async def forget_entries_of_failed_run() -> AsyncIterator[None]:
     token = _run_writes.set(writes)
     try:
         yield
-    except BaseException:
-        for access, key in writes:
-            await access.delete(key)
+    except BaseException as error:
+        if not _keeps_entries(error):
+            for access, key in writes:
+                await access.delete(key)
         raise
     finally:
         _run_writes.reset(token)
+
+
+def _keeps_entries(error: BaseException) -> bool:
+    """Whether the responses a failed run stored are still good answers.
+
+    A run that stopped because a later request could not be made (rate limit budget spent, provider error,
+    spend or usage limit, a read-only miss) failed through no fault of the responses it already got: keeping them
+    means a retry of the run does not pay for those requests again. Anything else (an output that never validated,
+    a tool error, a cancellation) may have been caused by a stored response, so those are forgotten.
+    """
+    from pydantic_ai.exceptions import ModelAPIError, UsageLimitExceeded
+
+    from .exceptions import BudgetExceededError, CacheMissError, RateLimitError
+
+    return isinstance(error, ModelAPIError | UsageLimitExceeded | RateLimitError | BudgetExceededError | CacheMissError)

@@ -12,7 +12,11 @@ pydantic-ai's graph starts (see `pyai_caching._fastpath`).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
@@ -23,11 +27,11 @@ from pydantic_core import to_jsonable_python
 from . import _fastpath, _observe, _overrides
 from ._access import OnCacheError
 from ._context import CallRecord, current_call
-from ._registry import resolve_store
+from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_store
 from ._serialization import EntryMeta, RunEntry
 from ._spend import SpendTracker
 from ._sync import run_sync
-from ._validation import DEFAULT_TTL
+from ._validation import DEFAULT_TTL, SECRET_ENV
 from .capability import ResponseCache
 from .costs import ModelCosts, check_custom_costs
 from .exceptions import ConfigurationError
@@ -246,21 +250,28 @@ async def cached_agent_run(
     if override is not None:  # a test cassette (pyai_caching.pytest_plugin) replaces the store and the mode
         redis_url, store, cache_mode = None, override.store, override.mode
         namespace = override.namespace or namespace
-    cache = ResponseCache(
-        redis_url=redis_url,
-        store=store,
-        namespace=namespace,
-        ttl=ttl,
-        mode=cache_mode,
-        task_name=task_name,
-        on_cache_error=on_cache_error,
-        secret=secret,
-        cache_timeout=cache_timeout,
-        retry=resolve_retry(retry, max_wait, initial_wait),
-        custom_costs=check_custom_costs(custom_costs),
-        budget=budget,
-        semantic=_semantic_for_call(semantic, accept_semantic),
-    )
+    # The capability is reused by later calls with the same configuration (see `_config_key`): building and
+    # validating it (store resolution, retry policy, ...) is a large part of a run-level hit otherwise.
+    config_key = _config_key(locals())
+    cache = _capabilities.get(config_key) if config_key is not None else None
+    if cache is None:
+        cache = ResponseCache(
+            redis_url=redis_url,
+            store=store,
+            namespace=namespace,
+            ttl=ttl,
+            mode=cache_mode,
+            task_name=task_name,
+            on_cache_error=on_cache_error,
+            secret=secret,
+            cache_timeout=cache_timeout,
+            retry=resolve_retry(retry, max_wait, initial_wait),
+            custom_costs=check_custom_costs(custom_costs),
+            budget=budget,
+            semantic=_semantic_for_call(semantic, accept_semantic),
+        )
+        if config_key is not None:
+            _remember_capability(config_key, cache)
     mode = CacheMode.parse(cache_mode)
     ns = cache.resolved_namespace
     spend = SpendTracker.create(
@@ -322,6 +333,65 @@ async def cached_agent_run(
     if spend is not None:
         await spend.deliver(record)
     return result if full_result else result.output
+
+
+_NOT_CONFIGURATION = frozenset(
+    {
+        "agent",
+        "prompt",
+        "full_result",
+        "transcript_history",
+        "message_converter",
+        "cache_whole_run",
+        "expense_recorder",
+        "expense_hook",
+        "run_kwargs",
+    }
+)
+"""`cached_agent_run` parameters that do not go into its `ResponseCache`. Every other parameter is part of the
+configuration key, so a parameter added later is covered without anyone having to remember this list."""
+
+_CONFIGURATION_PARAMETERS: tuple[str, ...] = tuple(
+    name for name in inspect.signature(cached_agent_run).parameters if name not in _NOT_CONFIGURATION
+)
+_PLAIN_TYPES = (str, int, float, bool, bytes, type(None), CacheMode)
+_ENVIRONMENT = (REDIS_URL_ENV, CACHE_DIR_ENV, SECRET_ENV)
+"""The environment variables that building a `ResponseCache` reads."""
+_MAX_CAPABILITIES = 64
+
+_capabilities_lock = threading.Lock()
+_capabilities: OrderedDict[tuple[Any, ...], ResponseCache] = OrderedDict()
+"""Capabilities built by earlier calls, by configuration key (least recently built first)."""
+
+
+def _config_key(arguments: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key for the `ResponseCache` configuration of a call, or `None` when it cannot be reused.
+
+    A `ResponseCache` keeps no state between runs (pydantic-ai shares one capability across the runs of an agent
+    too), and building it is deterministic given its arguments and environment, including the errors it raises
+    for bad ones: so a call whose arguments equal (same type and value) those of an earlier call can reuse the
+    earlier capability. An explicit store is compared by identity (the kept capability holds it, so its `id` is
+    not reused). Arguments that are objects (custom costs, a budget, a retry policy, a semantic configuration)
+    may change between calls: such a call builds its own capability.
+    """
+    parts: list[Any] = []
+    for name in _CONFIGURATION_PARAMETERS:
+        value = arguments[name]
+        if type(value) in _PLAIN_TYPES:
+            parts.append((type(value), value))
+        elif name == "store":
+            parts.append(("store", id(value)))
+        else:
+            return None
+    parts.extend(os.environ.get(name) for name in _ENVIRONMENT)
+    return tuple(parts)
+
+
+def _remember_capability(key: tuple[Any, ...], cache: ResponseCache) -> None:
+    with _capabilities_lock:
+        _capabilities[key] = cache
+        while len(_capabilities) > _MAX_CAPABILITIES:
+            _capabilities.popitem(last=False)
 
 
 def _semantic_for_call(semantic: SemanticCache | None, accept: bool) -> SemanticCache | None:

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic_ai.embeddings import Embedder, EmbeddingModel
 from redis.exceptions import ResponseError
 
+from ._redact import redact_url_in_text
 from .exceptions import ConfigurationError
 from .keys import KEY_PREFIX, dumps_canonical, entry_key
 from .stores import RedisStore, Store
@@ -313,7 +314,7 @@ async def _embed(config: SemanticCache, prompt: str) -> tuple[Vector, str] | Non
             "pyai_caching: embedder %s failed (%s: %s); semantic lookups are misses until it recovers",
             label,
             type(error).__name__,
-            str(error)[:200],
+            redact_url_in_text(str(error))[:200],
         )
         return None
     if _embedder_failing.pop(label, False):
@@ -364,10 +365,18 @@ class _LocalIndex:
             self._matrix = matrix
             self.cursor = cursor
 
-    def extend(self, items: list[_Item], vectors: list[Vector], cursor: str | None, keep: int | None) -> None:
-        """Append items (in order) and keep only the newest `keep` of them (`None`: all)."""
+    def extend(
+        self, items: list[_Item], vectors: list[Vector], cursor: str | None, keep: int | None, *, after: str | None
+    ) -> bool:
+        """Append items read after cursor `after`, keep only the newest `keep` (`None`: all), move the cursor.
+
+        Returns `False` (and changes nothing) when the cursor is no longer `after`: another task or thread applied
+        those items first, and the caller must read again.
+        """
         np = _numpy()
         with self._lock:
+            if self.cursor != after:
+                return False
             n = len(self.items)
             if items:
                 needed = n + len(items)
@@ -383,6 +392,7 @@ class _LocalIndex:
                 self._matrix[:keep] = self._matrix[drop:n].copy()
                 del self.items[:drop]
             self.cursor = cursor
+            return True
 
     def search(self, query: Vector, threshold: float, limit: int) -> list[_Candidate]:
         np = _numpy()
@@ -485,8 +495,6 @@ class _StreamBackend(_Backend):
                 pipe.xrange(name, min=f"({cursor}" if cursor else "-", max="+", count=_PAGE)
                 pipe.xlen(name)
                 rows, length = await pipe.execute()
-            if index.cursor != cursor:  # another task of this process refreshed meanwhile: read again
-                continue
             items: list[_Item] = []
             vectors: list[Vector] = []
             for _, fields in rows:
@@ -497,8 +505,8 @@ class _StreamBackend(_Backend):
             new_cursor = rows[-1][0].decode() if rows else cursor
             # The stream keeps its newest `length` items (MAXLEN trims the oldest; a deleted stream has none):
             # so does this copy.
-            index.extend(items, vectors, new_cursor, keep=length if len(rows) < _PAGE else None)
-            if len(rows) < _PAGE:
+            applied = index.extend(items, vectors, new_cursor, keep=length if len(rows) < _PAGE else None, after=cursor)
+            if applied and len(rows) < _PAGE:
                 return index
 
     async def candidates(self, context: str, query: Vector, config: SemanticCache) -> list[_Candidate]:

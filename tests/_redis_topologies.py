@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
-from _redis_servers import HOST, TLSFiles, RedisServer, _free_port, redis_server_executable
+from _redis_servers import HOST, RedisServer, TLSFiles, _free_port, redis_server_executable
 
 __all__ = ["ClusterNodes", "SentinelGroup", "SentinelProcess", "make_client_certificate", "wait_until"]
 
@@ -254,9 +254,12 @@ class ClusterNodes:
 
     Args:
         *args: Extra configuration for every node, e.g. an ACL user: `"--user", "cache", "on", ">pw", ...`.
+        tls: Serve TLS only, clients and the cluster bus alike (`url()` is then a `rediss+cluster://` URL).
     """
 
-    def __init__(self, *args: str, size: int = 3) -> None:
+    def __init__(self, *args: str, size: int = 3, tls: TLSFiles | None = None) -> None:
+        self.tls = tls
+        tls_args = ("--tls-cluster", "yes", "--tls-replication", "yes") if tls is not None else ()
         self.nodes = [
             RedisServer(
                 "--cluster-enabled",
@@ -267,7 +270,9 @@ class ClusterNodes:
                 "2000",
                 "--cluster-port",
                 str(_free_port()),  # explicit: a client port above 55535 has no room for the default port + 10000
+                *tls_args,
                 *args,
+                tls=tls,
             )
             for _ in range(size)
         ]
@@ -279,8 +284,9 @@ class ClusterNodes:
         if cli is None:
             raise RuntimeError("redis-cli is not on PATH")
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        tls_args = ["--tls", "--cacert", str(self.tls.ca_cert)] if self.tls is not None else []
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, *tls_args, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=60,
@@ -296,8 +302,12 @@ class ClusterNodes:
         return True
 
     def url(self, user_part: str = "") -> str:
-        """`redis+cluster://[user_part]127.0.0.1:<a>,127.0.0.1:<b>` (two startup nodes; the third is discovered)."""
-        return "redis+cluster://" + user_part + ",".join(f"{HOST}:{node.port}" for node in self.nodes[:2])
+        """`redis+cluster://[user_part]127.0.0.1:<a>,127.0.0.1:<b>` (two startup nodes; the third is discovered),
+        or `rediss+cluster://...?ssl_ca_certs=<ca>` for a TLS cluster."""
+        nodes = ",".join(f"{HOST}:{node.port}" for node in self.nodes[:2])
+        if self.tls is not None:
+            return f"rediss+cluster://{user_part}{nodes}?ssl_ca_certs={self.tls.ca_cert}"
+        return f"redis+cluster://{user_part}{nodes}"
 
     def node_keys(self, pattern: str) -> dict[int, list[str]]:
         """The keys matching `pattern` held by each node, by port (straight from each node, no redirection)."""
@@ -306,6 +316,10 @@ class ClusterNodes:
             with node.client() as client:
                 found[node.port] = sorted(key.decode() for key in client.scan_iter(match=pattern, count=1000))
         return found
+
+    def keys(self, pattern: str) -> list[str]:
+        """Every key matching `pattern`, whichever node holds it."""
+        return sorted(key for keys in self.node_keys(pattern).values() for key in keys)
 
     def close(self) -> None:
         for node in self.nodes:

@@ -12,8 +12,10 @@ Built on redis-py's asyncio clients; the URL alone picks the deployment:
 
 Each running event loop gets its own client and connections, created on first use in that loop and closed when
 the loop shuts down (`asyncio.run` and `asyncio.Runner` finalize it) or when `close()` is called in it. Timeouts
-are short and redis-py's own retries are off: on a dead or stalled server a call fails after about
-`socket_timeout` seconds (a call queued for a free connection waits at most `pool_timeout` more).
+are short and redis-py retries nothing but a broken connection, once and at once (a restarted server leaves every
+pooled connection broken; the retry reconnects): on a dead or stalled server a call fails after about
+`socket_timeout` seconds (a call queued for a free connection waits at most `pool_timeout` more), and a refused
+connection fails at once.
 """
 
 from __future__ import annotations
@@ -75,9 +77,12 @@ _DELETE_BATCH: Final = 500
 _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
 # Locks (see `LockingStore`). Ours always expire, so a lock key without an expiry was written by something else:
 # it is replaced rather than waited on forever. Each script touches only its one key, so it runs on Redis Cluster.
+# Every command a script calls must be in the documented minimal ACL rule (tests/deployments/test_acl.py checks it).
+# An acquire retried after its reply was lost with the connection finds its own token and succeeds.
 _ACQUIRE_LOCK: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('PTTL', KEYS[1]) == -1 then
+if redis.call('PTTL', KEYS[1]) == -1
+  or (redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -245,7 +250,7 @@ class RedisStore:
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
             "client_name": client_name,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "retry_on_error": [],
             **connection_kwargs,
         }

@@ -10,48 +10,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _redis_servers import RedisServer, TLSFiles, make_tls_files, redis_server_executable
+from _deployments import ACL_PASSWORD, ACL_USER, MINIMAL_ACL, TLSDeployment
+from _redis_servers import RedisServer, make_tls_files, redis_server_executable
 from _redis_topologies import ClusterNodes, SentinelGroup, make_client_certificate
 
 from pyai_caching import _access
-
-ACL_USER = "cache"
-ACL_PASSWORD = "c@che/pw:1"
-"""Special characters on purpose: URLs must percent-encode them."""
-ACL_PASSWORD_IN_URL = "c%40che%2Fpw%3A1"
-
-MINIMAL_ACL: tuple[str, ...] = (
-    "~pyai_caching:*",
-    "~pyai_caching_ledger:*",
-    "resetchannels",
-    "+client|setname",
-    "+select",
-    "+get",
-    "+set",
-    "+unlink",
-    "+scan",
-    "+evalsha",
-    "+script|load",
-    "+pttl",
-    "+pexpire",
-    "+del",
-    "+multi",
-    "+exec",
-    "+hincrby",
-    "+expire",
-    "+hgetall",
-    "+xadd",
-    "+xrange",
-    "+xlen",
-    "+cluster|slots",
-    "+command",
-)
-"""The documented least-privilege rule (docs/_drafts/deployments.md), token by token; the tests prove it is enough
-and that each permission in it is needed."""
 
 
 def _require_binaries() -> None:
@@ -97,32 +63,9 @@ def cluster() -> Iterator[ClusterNodes]:
         yield nodes
 
 
-@dataclass(frozen=True)
-class TLSDeployment:
-    """A TLS-only server that requires a client certificate signed by its CA."""
-
-    server: RedisServer
-    """The server (`server.port` is its TLS port)."""
-    files: TLSFiles
-    """The CA, and the server's certificate and key."""
-    client_cert: Path
-    """A client certificate signed by the same CA."""
-    client_key: Path
-    """Its key."""
-
-    def url(self, *, cert: bool = True, ca: bool = True, db: int = 0) -> str:
-        """`rediss://127.0.0.1:<port>/<db>?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...`."""
-        params = []
-        if ca:
-            params.append(f"ssl_ca_certs={self.files.ca_cert}")
-        if cert:
-            params += [f"ssl_certfile={self.client_cert}", f"ssl_keyfile={self.client_key}"]
-        query = "?" + "&".join(params) if params else ""
-        return f"rediss://127.0.0.1:{self.server.port}/{db}{query}"
-
-
 @pytest.fixture(scope="session")
 def tls_deployment() -> Iterator[TLSDeployment]:
+    """A TLS-only server that requires client certificates; its CA, certificates and keys are made by the test."""
     _require_binaries()
     directory = Path(tempfile.mkdtemp(prefix="pyai-tls-"))
     try:
@@ -140,3 +83,10 @@ def acl_server() -> Iterator[RedisServer]:
     _require_binaries()
     with RedisServer("--user", ACL_USER, "on", f">{ACL_PASSWORD}", *MINIMAL_ACL) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tls_deployment: TLSDeployment) -> Iterator[ClusterNodes]:
+    """A three-master cluster serving TLS only (clients and cluster bus), with the CA of `tls_deployment`."""
+    with ClusterNodes(tls=tls_deployment.files) as nodes:
+        yield nodes

@@ -13,7 +13,11 @@ from pyai_caching import _access
 def fresh_store_health() -> Iterator[None]:
     """Forget what earlier tests learned about failing stores (a later server may reuse a port, hence a name)."""
     _access._failing.clear()
+    _access._failed_at.clear()
+    _access._recovered_at.clear()
     _access._down_until.clear()
     yield
     _access._failing.clear()
+    _access._failed_at.clear()
+    _access._recovered_at.clear()
     _access._down_until.clear()

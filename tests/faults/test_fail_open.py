@@ -18,7 +18,7 @@ import redis
 from _fault_kit import Echo, answer_to, entry_keys, eventually, warnings_with
 from _redis_servers import RedisServer
 
-from pyai_caching import CacheError, cached_agent_run
+from pyai_caching import CacheError, cached_agent_run, metrics
 
 pytestmark = pytest.mark.faults
 
@@ -65,6 +65,7 @@ async def test_redis_stopped_and_restarted_during_a_load_of_calls(
     url = server.url()
     client = server.client()
     echo = Echo(sleep=0.002)
+    errors_before = metrics.snapshot().total.errors
     load, stop = Load(), asyncio.Event()
     task = asyncio.create_task(run_load(echo.agent(), url, load, stop, cache_timeout=0.3))
 
@@ -88,6 +89,7 @@ async def test_redis_stopped_and_restarted_during_a_load_of_calls(
     assert load.errors == []
     assert load.right == load.calls
     assert written_after_recovery > 0
+    assert metrics.snapshot().total.errors > errors_before  # the failures were counted
     assert len(warnings_with(caplog, "calls go on without the cache")) == 1  # once per outage, not per call
     assert len(warnings_with(caplog, "recovered")) == 1
     client.close()
@@ -273,3 +275,23 @@ async def test_an_outage_warns_once_per_outage(
 
         await eventually(recovered, what="the recovery")
     assert len(warnings_with(caplog, "calls go on without the cache")) == 2
+
+
+async def test_a_restarted_redis_is_used_again_without_an_error(
+    redis_server_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart breaks every pooled connection; the first operations after it reconnect instead of failing."""
+    caplog.set_level(logging.WARNING, logger="pyai_caching")
+    server = redis_server_factory()
+    url = server.url()
+    echo = Echo(sleep=0.01)
+    agent = echo.agent()
+    await asyncio.gather(*(cached_agent_run(agent, f"before {i}", "t", redis_url=url) for i in range(8)))
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+    answers = await asyncio.gather(*(cached_agent_run(agent, f"after {i}", "t", redis_url=url) for i in range(8)))
+    assert answers == [answer_to(f"after {i}") for i in range(8)]
+    assert warnings_with(caplog, "failed on") == []
+    client = server.client()
+    assert len(entry_keys(client)) == 16  # request and run entries of the 8 calls after the restart
+    client.close()

@@ -54,6 +54,19 @@ def fail_text(exc: BaseException) -> str:
         ("unix:///var/run/redis.sock?db=7", "unix:///var/run/redis.sock?db=7"),
         (f"unix://:{SECRET_IN_URL}@/tmp/r.sock?db=1", "unix://:***@/tmp/r.sock?db=1"),
         (f"unix:///tmp/r.sock?db=1&password={SECRET_IN_URL}", "unix://:***@/tmp/r.sock?db=1"),
+        ("redis+sentinel://s1/mymaster", "redis+sentinel://s1:26379/mymaster/0"),
+        ("redis+sentinel://s1:26380,S2/mymaster/3", "redis+sentinel://s1:26380,s2:26379/mymaster/3"),
+        ("redis+sentinel://s1/mymaster/?db=2", "redis+sentinel://s1:26379/mymaster/2"),
+        (
+            f"redis+sentinel://user:{SECRET_IN_URL}@s1,s2/mymaster/1",
+            "redis+sentinel://user:***@s1:26379,s2:26379/mymaster/1",
+        ),
+        (f"redis+sentinel://s1/mymaster?password={SECRET_IN_URL}", "redis+sentinel://:***@s1:26379/mymaster/0"),
+        ("redis+cluster://n1:7000,n2:7001,[::1]:7002", "redis+cluster://n1:7000,n2:7001,[::1]:7002"),
+        ("redis+cluster://n1/", "redis+cluster://n1:6379"),
+        ("redis+cluster://n1/0", "redis+cluster://n1:6379"),
+        (f"redis+cluster://user:{SECRET_IN_URL}@n1:7000", "redis+cluster://user:***@n1:7000"),
+        ("rediss+cluster://n1:7000?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required", "rediss+cluster://n1:7000"),
     ],
 )
 def test_accepted_urls_and_their_redacted_description(url: str, description: str) -> None:
@@ -101,6 +114,25 @@ def test_accepted_urls_and_their_redacted_description(url: str, description: str
         (f"redis://user:{SECRET}@host/0", "cannot be parsed"),
         (f"redis://user:{SECRET}@host:abc/0", "cannot be parsed"),
         ("redis://user:6379/x@host/0", "database index"),
+        ("redis+sentinel://s1", "the Sentinel service name is missing"),
+        ("redis+sentinel://s1/", "the Sentinel service name is missing"),
+        ("redis+sentinel:///mymaster", "the host is missing"),
+        (f"redis+sentinel://:{SECRET_IN_URL}@/mymaster", "the host is missing"),
+        ("redis+sentinel://s1,,s2/mymaster", "an empty host in the comma-separated list"),
+        ("redis+sentinel://s1:x/mymaster", "cannot be parsed"),
+        (f"redis+sentinel://u:{SECRET}@s1/mymaster", "cannot be parsed"),
+        ("redis+sentinel://s1/mymaster/x", "database index"),
+        ("redis+sentinel://s1/mymaster/1/2", "the path must be /service_name or /service_name/db"),
+        ("redis+sentinel://s1/mymaster/1?db=2", "both as the path and as ?db="),
+        ("redis+sentinel://s1/mymaster?ssl_ca_certs=/ca.pem", "unknown query parameter(s) ssl_ca_certs"),
+        ("rediss+sentinel://s1/mymaster", "unsupported scheme 'rediss+sentinel'"),
+        ("redis+cluster://", "the host is missing"),
+        ("redis+cluster://n1/1", "Redis Cluster has only database 0"),
+        ("redis+cluster://n1?db=1", "unknown query parameter(s) db"),
+        ("redis+cluster://n1:0", "the port must be an integer from 1 to 65535"),
+        (f"redis+cluster://u:{SECRET_IN_URL}@n1:99999", "cannot be parsed"),
+        ("redis+cluster://n1#top", "fragment"),
+        ("rediss+cluster://n1?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of required, optional, none"),
     ],
 )
 def test_rejected_urls_name_the_problem_and_never_the_password(url: str, problem: str) -> None:
@@ -134,11 +166,29 @@ def test_a_url_that_is_not_a_string_is_rejected() -> None:
         ({"host": "other", "decode_responses": True}, "does not accept decode_responses, host"),
         ({"socket_timout": 1.0}, "socket_timout"),
         ({"password": SECRET, "ssl_bogus": 1}, "ssl_bogus"),
+        ({"ssl_ca_certs": "/ca.pem"}, "ssl_ca_certs only apply to TLS connections: use a rediss://"),
+        ({"ssl": True}, "does not accept ssl"),
+        ({"sentinel_kwargs": {"password": SECRET}}, "sentinel_kwargs only applies to redis+sentinel:// URLs"),
     ],
 )
 def test_rejected_options(kwargs: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         RedisStore("redis://localhost", **kwargs)
+    assert problem in str(info.value)
+    assert SECRET not in fail_text(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs", "problem"),
+    [
+        ("redis+sentinel://s1/mymaster", {"sentinel_kwargs": {"passwd": SECRET}}, "invalid sentinel_kwargs option"),
+        ("redis+sentinel://s1/mymaster", {"socket_timout": 1.0}, "socket_timout"),
+        ("redis+cluster://n1", {"bogus_option": 1}, "bogus_option"),
+    ],
+)
+def test_rejected_options_of_sentinel_and_cluster_urls(url: str, kwargs: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisStore(url, password=SECRET, **kwargs)
     assert problem in str(info.value)
     assert SECRET not in fail_text(info.value)
 
