@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -252,10 +253,18 @@ def _redis_store(redis_url: str | None, store: RedisStore | None, what: str) -> 
             f"{what} needs Redis: pass redis_url='redis://...' or set {REDIS_URL_ENV} (the embedded store cannot "
             f"hold a ledger shared by several processes)"
         )
-    resolved = resolve_store(url)
-    if not isinstance(resolved, RedisStore):  # pragma: no cover - a URL always resolves to a RedisStore
-        raise ConfigurationError(f"{what}: {url!r} is not a Redis URL")
-    return resolved
+    resolve_store(url)  # validates the URL (ConfigurationError without the password)
+    with _ledger_stores_lock:
+        found = _ledger_stores.get(url)
+        if found is None:
+            # The ledger is bookkeeping, not the hot path: it waits longer than the cache's fail-fast 0.5 s before it
+            # gives up on an increment (a lost increment is a wrong total; a slow one only delays the caller).
+            found = _ledger_stores[url] = RedisStore(url, socket_timeout=5.0, connect_timeout=2.0)
+    return found
+
+
+_ledger_stores_lock = threading.Lock()
+_ledger_stores: dict[str, RedisStore] = {}
 
 
 def _escape(name: str) -> str:

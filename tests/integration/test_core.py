@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import redis
+from _agents import Counter, make_agent
 from pydantic import BaseModel
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.run import AgentRunResult
 
-from _agents import Counter, make_agent
 from pyai_caching import (
     CacheMissError,
     CacheMode,
@@ -78,7 +78,8 @@ async def test_hits_are_fresh_objects() -> None:
     b = await cached_agent_run(agent, "x", "t", store=store)
     c = await cached_agent_run(agent, "x", "t", store=store)
     b.name = "changed"
-    assert c.name == "Ada" and a.name == "Ada"
+    assert c.name == "Ada"
+    assert a.name == "Ada"
     assert b is not c
 
 
@@ -131,7 +132,8 @@ async def test_full_result_same_types_on_hit_and_miss() -> None:
         assert [type(m) for m in result.new_messages()] == [type(m) for m in miss.new_messages()]
     assert miss.usage.input_tokens == 100
     # a hit must not re-bill: no tokens, no cost
-    assert hit.usage.input_tokens == 0 and hit.usage.output_tokens == 0
+    assert hit.usage.input_tokens == 0
+    assert hit.usage.output_tokens == 0
     assert not hit.usage.cost
     assert counter.calls == 1
 
@@ -158,7 +160,8 @@ async def test_request_level_hit_through_capability_has_no_usage() -> None:
     second = await agent.run("Ada", capabilities=[cache])
     assert first.output == second.output
     assert counter.calls == 1
-    assert second.usage.input_tokens == 0 and second.usage.output_tokens == 0
+    assert second.usage.input_tokens == 0
+    assert second.usage.output_tokens == 0
 
 
 # --- what invalidates a key --------------------------------------------------------------------------------
@@ -393,7 +396,8 @@ async def test_run_stream_events_and_iter_through_response_cache() -> None:
     async with agent.iter("p", capabilities=[cache]) as run:
         async for _ in run:
             pass
-    assert run.result is not None and run.result.output == UserProfile(name="Ada", age=36)
+    assert run.result is not None
+    assert run.result.output == UserProfile(name="Ada", age=36)
     assert counter.calls == 1
 
 

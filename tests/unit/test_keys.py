@@ -152,11 +152,12 @@ def test_secrets_in_settings_never_reach_the_canonical_form() -> None:
 
 def test_key_is_stable_across_processes_and_hash_seeds() -> None:
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_keys import _history, _key\n"
         "from datetime import datetime, UTC\n"
-        "print(_key(_history(datetime(2026, 1, 1, tzinfo=UTC), ('x', 'y')), {'temperature': 0.5, 'stop_sequences': ['a']}))"
-    ) % str(Path(__file__).parent)
+        "history = _history(datetime(2026, 1, 1, tzinfo=UTC), ('x', 'y'))\n"
+        "print(_key(history, {'temperature': 0.5, 'stop_sequences': ['a']}))"
+    )
     results = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
