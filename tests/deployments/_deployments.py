@@ -39,7 +39,7 @@ MINIMAL_ACL: tuple[str, ...] = (
     "+cluster|slots",
     "+command",
 )
-"""The documented least-privilege rule (docs/_drafts/deployments.md), token by token; the tests prove it is enough
+"""The documented least-privilege rule (README.md, "A least-privilege ACL user"), token by token; the tests prove it is enough
 and that each permission in it is needed."""
 
 
