@@ -7,9 +7,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.usage import RequestUsage
+
+
+def last_prompt(messages: list[ModelMessage]) -> str:
+    """The text of the last user prompt in `messages` (empty if there is none)."""
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    return part.content
+    return ""
+
+
+def answer_to(prompt: str) -> str:
+    """What the echoing test models answer to `prompt`."""
+    return f"answer to {prompt}"
 
 
 @dataclass

@@ -25,10 +25,11 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from _agents import last_prompt
 from pydantic_ai import Agent
 from pydantic_ai.capabilities import AbstractCapability, WrapModelRequestHandler
 from pydantic_ai.exceptions import ModelHTTPError
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import RunContext
@@ -48,15 +49,6 @@ class Probe(AbstractCapability[Any]):
         response = await handler(request_context)
         self.answered.append(time.time())
         return response
-
-
-def last_prompt(messages: list[ModelMessage]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, ModelRequest):
-            for part in message.parts:
-                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                    return part.content
-    return ""
 
 
 async def main(options: dict[str, Any]) -> None:

@@ -28,12 +28,10 @@ import pytest
 import redis
 from pydantic import BaseModel
 from pydantic_ai import Agent
-from pydantic_ai.capabilities import AbstractCapability, WrapModelRequestHandler
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
-from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai.tools import RunContext
+from stampede_worker import Probe
 
 from pyai_caching import LocalStore, MemoryStore, RedisStore, ResponseCache, cached_agent_run
 
@@ -71,20 +69,6 @@ class SlowModel:
 
     def agent(self) -> Agent[None, Answer]:
         return Agent(FunctionModel(self, model_name="slow-model"), output_type=Answer)
-
-
-class Probe(AbstractCapability[Any]):
-    """Sits outside the cache and notes when the cache answered each model request."""
-
-    def __init__(self) -> None:
-        self.answered: list[float] = []
-
-    async def wrap_model_request(
-        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, handler: WrapModelRequestHandler
-    ) -> ModelResponse:
-        response = await handler(request_context)
-        self.answered.append(time.time())
-        return response
 
 
 def figures(latencies_ms: list[float]) -> str:

@@ -9,24 +9,12 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from _agents import answer_to, last_prompt
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 PREFIX = "pyai_caching:"
-
-
-def last_prompt(messages: list[ModelMessage]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, ModelRequest):
-            for part in message.parts:
-                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                    return part.content
-    return ""
-
-
-def answer_to(prompt: str) -> str:
-    return f"answer to {prompt}"
 
 
 @dataclass
