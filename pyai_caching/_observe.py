@@ -171,16 +171,32 @@ def request_cost(cache: ResponseCache, ctx: Any, model: str, cost: Decimal | Non
             span.set_attribute("pyai_caching.cost", float(cost))
 
 
-def run_hit(cache: ResponseCache, key: str, entry: RunEntry[Any], started_ns: int) -> None:
-    """A whole run was answered by the run-level fast path (no pydantic-ai span exists for it)."""
+def run_hit(
+    cache: ResponseCache, key: str, entry: RunEntry[Any], started_ns: int, *, waited: float | None = None
+) -> None:
+    """A whole run was answered by the run-level fast path (no pydantic-ai span exists for it).
+
+    `waited` is how long the call first waited for an identical call of this process that ran the agent.
+    """
     model = entry.meta.model
     cost_saved = _saved(cache, model, entry.usage, entry.meta.cost)
     REGISTRY.add_lookup(
         cache.resolved_namespace, cache.task_name, model, hit=True, run_level=True, cost_saved=cost_saved
     )
+    if waited is not None:  # the hit is counted above; this adds the wait
+        REGISTRY.add_stampede_wait(cache.resolved_namespace, cache.task_name, model, waited, served=False)
     if _trace is None:
         return
     ended_ns = time.time_ns()
+    if waited is not None:
+        wait_started_ns = started_ns - int(waited * 1e9)
+
+        def wait_attributes() -> dict[str, Any]:
+            out = _attributes(cache, key, model, "run", True, wait_started_ns, started_ns, cost_saved)
+            out["pyai_caching.stampede_wait_ms"] = waited * 1000
+            return out
+
+        _lookup_span(wait_attributes, wait_started_ns, started_ns, name=WAIT_SPAN)
     _lookup_span(
         lambda: _attributes(cache, key, model, "run", True, started_ns, ended_ns, cost_saved), started_ns, ended_ns
     )

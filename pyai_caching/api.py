@@ -11,11 +11,13 @@ pydantic-ai's graph starts (see `pyai_caching._fastpath`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
@@ -293,46 +295,88 @@ async def cached_agent_run(
         if signature is not None:
             run_extra = _run_extra(cache_whole_run, run_kwargs.get("deps"))
             history_canon = _fastpath.history_canonical(history)
-            template = _fastpath.lookup_template(agent, signature, bool(history))
-            if template is not None and mode.reads:
-                key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
-                record = CallRecord(owner=cache)
-                lookup_started = _observe.now_ns()
-                # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
-                entry = await cache.access.get_run(key, output_type, record, messages=full_result)
-                if entry is not None:
-                    logger.debug("pyai_caching: run-level hit %s (task %s)", key, task_name)
-                    _observe.run_hit(cache, key, entry, lookup_started)
-                    answer = _result_from_entry(entry, history, output_type) if full_result else entry.output
-                    if spend is not None:
-                        spend.note_run_hit(record, entry)
-                        await spend.deliver(record)
-                    return answer
+
+    async def run_level_hit(waited: float | None = None) -> tuple[bool, Any]:
+        """One GET and one decode, before the agent graph starts (see `_fastpath`)."""
+        assert signature is not None
+        assert isinstance(prompt, str)
+        template = _fastpath.lookup_template(agent, signature, bool(history))
+        if template is None:
+            return False, None
+        key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
+        record = CallRecord(owner=cache)
+        lookup_started = _observe.now_ns()
+        # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
+        entry = await cache.access.get_run(key, output_type, record, messages=full_result)
+        if entry is None:
+            return False, None
+        logger.debug("pyai_caching: run-level hit %s (task %s)", key, task_name)
+        _observe.run_hit(cache, key, entry, lookup_started, waited=waited)
+        answer = _result_from_entry(entry, history, output_type) if full_result else entry.output
+        if spend is not None:
+            spend.note_run_hit(record, entry)
+            await spend.deliver(record)
+        return True, answer
+
+    if signature is not None and mode.reads:
+        found, answer = await run_level_hit()
+        if found:
+            return answer
+
+    # Identical concurrent calls in this process: the first runs the agent, the others wait for it and are then
+    # answered by the run entry it stored, without running the agent graph at all. (If it fails, they run the agent
+    # themselves; the request-level stampede protection of `ResponseCache` still applies to them.)
+    flight: tuple[Any, ...] | None = None
+    if signature is not None and mode is CacheMode.READ_WRITE:
+        loop = asyncio.get_running_loop()
+        flight = (id(loop), id(cache.access.store), ns, signature, dumps_canonical(history_canon), prompt, run_extra)
+        leader = _in_flight.get(flight)
+        if leader is None:
+            _in_flight[flight] = loop.create_future()
+        else:
+            flight = None
+            wait_started = time.monotonic()
+            await asyncio.shield(leader)
+            found, answer = await run_level_hit(waited=time.monotonic() - wait_started)
+            if found:
+                return answer
 
     # --- through the agent graph, request by request ---------------------------------------------------------
-    record = CallRecord(owner=cache)
-    token = current_call.set(record)
     try:
-        capabilities = [*(run_kwargs.pop("capabilities", None) or ()), cache]
-        result = await agent.run(
-            prompt,
-            message_history=history or None,
-            capabilities=capabilities,
-            **run_kwargs,
-        )
-    except Exception as exc:  # CacheMissError, RateLimitError, BudgetExceededError, provider errors, ...
-        if spend is not None:
-            await spend.deliver(record, exc)
-        raise
-    finally:
-        current_call.reset(token)
+        record = CallRecord(owner=cache)
+        token = current_call.set(record)
+        try:
+            capabilities = [*(run_kwargs.pop("capabilities", None) or ()), cache]
+            result = await agent.run(
+                prompt,
+                message_history=history or None,
+                capabilities=capabilities,
+                **run_kwargs,
+            )
+        except Exception as exc:  # CacheMissError, RateLimitError, BudgetExceededError, provider errors, ...
+            if spend is not None:
+                await spend.deliver(record, exc)
+            raise
+        finally:
+            current_call.reset(token)
 
-    # A run answered by meaning is not stored as a run entry: that would turn a similar prompt into an exact one.
-    if signature is not None and record.first_request is not None and mode.writes and not record.semantic_matches:
-        await _store_run(agent, cache, signature, record, history, history_canon, prompt, run_extra, result, task_name)
+        # A run answered by meaning is not stored as a run entry: that would turn a similar prompt into an exact one.
+        if signature is not None and record.first_request is not None and mode.writes and not record.semantic_matches:
+            await _store_run(
+                agent, cache, signature, record, history, history_canon, prompt, run_extra, result, task_name
+            )
+    finally:
+        if flight is not None:
+            done = _in_flight.pop(flight)
+            if not done.done():
+                done.set_result(None)
     if spend is not None:
         await spend.deliver(record)
     return result if full_result else result.output
+
+
+_in_flight: dict[tuple[Any, ...], asyncio.Future[None]] = {}
+"""Calls running the agent graph for a static agent, by everything that makes their run key (and event loop)."""
 
 
 _NOT_CONFIGURATION = frozenset(

@@ -110,6 +110,27 @@ async def test_100_identical_concurrent_calls_in_one_process_call_the_model_once
     assert min(answered) < 50
 
 
+async def test_100_identical_calls_of_a_static_agent_return_together(redis_url: str) -> None:
+    """The waiting calls do not resume 100 agent runs: they are answered by the run entry the first call stored."""
+    model = SlowModel()
+    agent = model.agent()
+    await cached_agent_run(agent, "warm-up", "stampede", redis_url=redis_url)  # the process learns the agent
+    model.calls, model.finished = 0, []
+
+    async def call() -> tuple[float, Any]:
+        result = await cached_agent_run(agent, "another question", "stampede", redis_url=redis_url, full_result=True)
+        return time.time(), result
+
+    results = await asyncio.gather(*(call() for _ in range(100)))
+
+    assert model.calls == 1
+    assert all(result.output == Answer(text="forty-two", n=42) for _, result in results)
+    assert len({id(result.output) for _, result in results}) == 100
+    returned = [(t - model.finished[0]) * 1000 for t, _ in results]
+    print(f"\n100 calls of a static agent after the model answered: returned {figures(returned)}")
+    assert statistics.median(returned) < 50
+
+
 @pytest.mark.parametrize("kind", ["memory", "local"])
 async def test_stores_without_locks_coalesce_within_the_process(kind: str, tmp_path: Path) -> None:
     model = SlowModel(sleep=0.2)
