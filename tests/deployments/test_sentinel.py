@@ -94,8 +94,11 @@ async def test_a_failover_during_a_stream_of_calls(
     assert resumed_after is not None
     assert misses_during_failover > 0  # the stream did run through the outage
 
-    new_port = await asyncio.to_thread(failover_group.master_port)
-    assert new_port == replica.port  # the replica was promoted...
+    # The replica was promoted... (sentinels learn the new master from each other, so poll until the one asked
+    # knows: the client above may already have been told by another sentinel)
+    await asyncio.to_thread(
+        wait_until, lambda: failover_group.master_port() == replica.port, 10.0, "every sentinel to name the new master"
+    )
     with replica.client() as client:  # ...and the entries written since live on it
         assert len(client.keys(f"pyai_caching:{ns}:*")) >= 2
     calls = counter.calls
