@@ -2,8 +2,8 @@
 
 A real pydantic-ai `Agent` with structured output (`UserProfile`) on a `FunctionModel` that takes as long as a
 real model and reports token usage, called three times through `cached_agent_run`: the first call misses and
-calls the model, the next two are answered from the store (the first hit of a process also builds the output
-type's validators once; the second shows the steady state).
+calls the model, the next two are answered from the store (the first hit of an agent in a process goes through
+pydantic-ai's agent run and teaches the process the agent's request; the second shows the run-level fast path).
 """
 
 from __future__ import annotations

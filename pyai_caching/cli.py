@@ -1027,8 +1027,8 @@ def _print_demo(result: Any, temporary: bool) -> None:
         )
         if len(hits) > 1 and hits[0].seconds > 5 * last.seconds:
             say(
-                f"The first hit ({_duration_text(hits[0].seconds)}) also built the validators of the output type, "
-                "once per process."
+                f"The first hit ({_duration_text(hits[0].seconds)}) went through pydantic-ai's agent run, once per "
+                "agent and process; later hits are answered before the run starts."
             )
     else:
         say("A repeated call was not a hit: the store failed (see the warning above).")
