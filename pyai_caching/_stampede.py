@@ -70,6 +70,11 @@ _flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, s
 )
 _locking_types: dict[type, bool] = {}
 
+_filling: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
+    "pyai_caching_filling", default=frozenset()
+)
+"""The fills (store, key) the current call is inside of: a nested lookup of the same key must not wait for them."""
+
 _run_writes: contextvars.ContextVar[list[tuple[StoreAccess, str]] | None] = contextvars.ContextVar(
     "pyai_caching_run_writes", default=None
 )
@@ -116,6 +121,7 @@ class Fill:
 
     __slots__ = (
         "_access",
+        "_filling_token",
         "_fkey",
         "_flight",
         "_key",
@@ -142,13 +148,15 @@ class Fill:
         self._lock: str | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._wait_started: float | None = None
+        self._filling_token: contextvars.Token[frozenset[tuple[int, str]]] | None = None
         self.entry: ResponseEntry | None = None
         """The entry another caller produced while this one waited (`None`: this call fills the entry)."""
         self.waited: float | None = None
         """Seconds spent waiting for another caller, or `None` if this call did not wait."""
 
     async def __aenter__(self) -> Fill:
-        if self._wait:
+        filling = _filling.get()
+        if self._wait and self._fkey not in filling:
             try:
                 self.entry = await self._claim()
             except BaseException:
@@ -158,11 +166,18 @@ class Fill:
                 self.waited = time.monotonic() - self._wait_started
             if self.entry is not None:
                 await self._finish(None)
+                return self
+        # This call fills the entry (or is nested inside the call that does: a second cache on the same store, say,
+        # which must not wait for its own caller). Code it runs knows, so that it does not wait for it either.
+        self._filling_token = _filling.set(filling | {self._fkey})
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        token, self._filling_token = self._filling_token, None
+        if token is not None:
+            _filling.reset(token)
         await self._finish(None)
 
     async def put_entry(self, entry: ResponseEntry) -> bool:

@@ -648,3 +648,18 @@ def test_sync_calls_do_not_leak_connections(redis_url: str, redis_client: redis.
         cached_agent_run_sync(agent, f"prompt {i % 3}", "t", redis_url=redis_url)
     clients = redis_client.client_list()
     assert len(clients) <= 5, clients
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_an_agent_that_already_has_a_response_cache_does_not_wait_for_itself(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Two caches on one store see the same key; the inner one must not wait for the outer one's fill."""
+    counter = Counter(payload="x")
+    kwargs: dict[str, Any] = (
+        {"store": MemoryStore()} if kind == "memory" else {"redis_url": request.getfixturevalue("redis_url")}
+    )
+    agent = Agent(counter.model(), capabilities=[ResponseCache(**kwargs)])
+    for _ in range(3):
+        assert await asyncio.wait_for(cached_agent_run(agent, "p", "t", **kwargs), timeout=20) == "x"
+    assert counter.calls == 1
