@@ -535,22 +535,19 @@ async def _ledger_counters(store: Store, namespace: str | None) -> tuple[dict[st
 
 # --- spend -------------------------------------------------------------------------------------------------------
 
-_LEDGER_SUMS: Final = (
-    "calls",
-    "requests",
-    "hits",
-    "misses",
-    "unpriced_requests",
-    "unpriced_hits",
-    "errors",
-)
+
+def _ledger_sums() -> tuple[str, ...]:
+    """The ledger's whole-number sums (imported when needed: the CLI starts without loading the library)."""
+    from .recorders import LEDGER_COUNTS
+
+    return LEDGER_COUNTS
 
 
 def _sum_rows(rows: Any) -> dict[str, Any]:
-    out: dict[str, Any] = dict.fromkeys(_LEDGER_SUMS, 0)
+    out: dict[str, Any] = dict.fromkeys(_ledger_sums(), 0)
     cost = saved = Decimal(0)
     for row in rows:
-        for name in _LEDGER_SUMS:
+        for name in _ledger_sums():
             out[name] += getattr(row, name)
         cost += row.cost
         saved += row.saved
@@ -670,7 +667,7 @@ def spend(
                         "namespace": r.namespace,
                         "task": r.task,
                         "model": r.model,
-                        **{name: getattr(r, name) for name in _LEDGER_SUMS},
+                        **{name: getattr(r, name) for name in _ledger_sums()},
                         "cost": str(r.cost),
                         "saved": str(r.saved),
                     }

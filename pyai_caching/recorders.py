@@ -73,9 +73,7 @@ LEDGER_KEY_PREFIX: Final = "pyai_caching_ledger:{v1}:"
 """Every ledger key starts with this (outside the cache's `pyai_caching:` prefix)."""
 
 _NANO: Final = Decimal(10) ** 9
-_METRICS: Final = (
-    "cost_nusd",
-    "saved_nusd",
+LEDGER_COUNTS: Final = (
     "calls",
     "requests",
     "hits",
@@ -84,6 +82,8 @@ _METRICS: Final = (
     "unpriced_hits",
     "errors",
 )
+"""The whole-number sums the ledger keeps per field (besides cost and savings, kept in nano-USD)."""
+_METRICS: Final = ("cost_nusd", "saved_nusd", *LEDGER_COUNTS)
 _DEFAULT_DAYS: Final = 30
 
 

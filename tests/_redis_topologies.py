@@ -148,7 +148,30 @@ class SentinelProcess:
         return "(no log)"
 
 
-class SentinelGroup:
+class _Topology:
+    """A set of servers started together: `with Topology(...) as t:` starts them and always closes them."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SentinelGroup(_Topology):
     """A master, one replica and three sentinels (quorum 2) on loopback ports."""
 
     def __init__(self) -> None:
@@ -232,24 +255,11 @@ class SentinelGroup:
         for server in self.servers:
             server.close()
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def logs(self) -> str:
         return "\n\n".join(f"sentinel {s.port}:\n{s.log_tail()}" for s in self.sentinels)
 
 
-class ClusterNodes:
+class ClusterNodes(_Topology):
     """Three cluster-enabled `redis-server`s joined by `redis-cli --cluster create` (three masters, no replicas).
 
     Args:
@@ -324,16 +334,3 @@ class ClusterNodes:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
