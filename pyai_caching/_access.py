@@ -40,7 +40,7 @@ from ._serialization import (
 from .exceptions import CacheError
 from .stores import Store
 
-__all__ = ["OnCacheError", "StoreAccess", "cache_error_count"]
+__all__ = ["OnCacheError", "StoreAccess"]
 
 logger = logging.getLogger("pyai_caching")
 
@@ -64,25 +64,16 @@ _failing: dict[str, set[str]] = {}
 _failed_at: dict[str, float] = {}
 _recovered_at: dict[str, float] = {}
 _down_until: dict[str, float] = {}
-_error_counts: dict[str, int] = {}
 
 
-def cache_error_count(store: str | None = None) -> int:
-    """How many cache operations failed in this process (for one store description, or all).
-
-    Operations skipped because the store was found unreachable a moment before count as failed.
-    """
-    with _health_lock:
-        if store is None:
-            return sum(_error_counts.values())
-        return _error_counts.get(store, 0)
+class StoreSkipped(Exception):
+    """Counted (in `pyai_caching.metrics`) for an operation skipped because the store was unreachable just before."""
 
 
 def _report_failure(store: Store, operation: str, error: BaseException, started: float) -> None:
     name = store.description
     now = time.monotonic()
     with _health_lock:
-        _error_counts[name] = _error_counts.get(name, 0) + 1
         if started < _recovered_at.get(name, started):
             # It was under way before the store recovered: a late echo of the outage that ended, not a new one.
             logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
@@ -181,8 +172,7 @@ class StoreAccess:
                 awaitable.close()
             if record is not None:
                 record.cache_errors += 1
-            with _health_lock:
-                _error_counts[self.store.description] = _error_counts.get(self.store.description, 0) + 1
+            _observe.cache_error(operation, StoreSkipped(), record)
             return False, None
         started = time.monotonic()
         try:

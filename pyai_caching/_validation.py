@@ -47,12 +47,6 @@ def check_timeout(value: Any, name: str) -> None:
         raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
-def check_non_negative(value: Any, name: str) -> None:
-    """A wait must be a number >= 0."""
-    if not _is_number(value) or math.isnan(value) or value < 0:
-        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
-
-
 def check_on_cache_error(value: Any) -> None:
     """`on_cache_error` must be `warn` or `raise`."""
     if value not in ("warn", "raise"):

@@ -46,8 +46,6 @@ __all__ = ["DEFAULT_TTL", "ResponseCache"]
 
 logger = logging.getLogger("pyai_caching")
 
-_UNSET: Any = object()
-
 
 @dataclass
 class ResponseCache(AbstractCapability[Any]):
