@@ -31,6 +31,7 @@ from ._context import CallRecord
 from ._redact import redact_url_in_text
 from ._serialization import (
     EntryDecodeError,
+    EntryEncodeError,
     ResponseEntry,
     RunEntry,
     decode_response_entry,
@@ -257,10 +258,8 @@ class StoreAccess:
             logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
-    async def get_run(
-        self, key: str, output_type: Any, record: CallRecord | None = None, *, messages: bool = True
-    ) -> RunEntry[Any] | None:
-        """The run-level entry under `key`, decoded into `output_type`, or `None`.
+    async def get_run(self, key: str, record: CallRecord | None = None, *, messages: bool = True) -> RunEntry | None:
+        """The run-level entry under `key`, or `None`.
 
         `messages=False` skips decoding the stored messages (`new_messages` is then empty), for a hit that
         returns only the output.
@@ -269,17 +268,19 @@ class StoreAccess:
         if raw is None:
             return None
         try:
-            return decode_run_entry(raw, output_type, secret=self.secret, messages=messages, key=key)
+            return decode_run_entry(raw, secret=self.secret, messages=messages, key=key)
         except EntryDecodeError as e:
             _observe.cache_error("decode", e, record)
             logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
-    async def put_entry(
-        self, key: str, entry: ResponseEntry | RunEntry[Any], record: CallRecord | None = None, output_type: Any = None
-    ) -> bool:
-        """Encode and store an entry."""
-        value = encode_entry(entry, secret=self.secret, output_type=output_type, key=key)
+    async def put_entry(self, key: str, entry: ResponseEntry | RunEntry, record: CallRecord | None = None) -> bool:
+        """Encode and store an entry (one that cannot be encoded is not stored: a warning, and `False`)."""
+        try:
+            value = encode_entry(entry, secret=self.secret, key=key)
+        except EntryEncodeError as e:
+            logger.warning("not caching %s: %s", key, e)
+            return False
         return await self.put_raw(key, value, record)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from ._serialization import _SIG_LEN, _SIG_PREFIX, ENTRY_FORMAT_VERSION
+from ._serialization import _SIG_LEN, _SIG_PREFIX, ENTRY_FORMAT_VERSION, ENTRY_VERSIONS
 from .keys import KEY_PREFIX
 from .stores import Store
 
@@ -127,8 +127,9 @@ def parse_entry(key: str, parts: KeyParts, raw: bytes, *, keep_document: bool = 
     if not isinstance(doc, dict) or doc.get("format") != "pyai_caching":
         info.error = "not an entry of this library"
         return info
-    if doc.get("version") != ENTRY_FORMAT_VERSION:
-        info.error = f"envelope version {doc.get('version')!r} (this library reads {ENTRY_FORMAT_VERSION})"
+    expected = ENTRY_VERSIONS.get(doc.get("kind"), ENTRY_FORMAT_VERSION)  # type: ignore[arg-type]
+    if doc.get("version") != expected:
+        info.error = f"envelope version {doc.get('version')!r} (this library reads {expected})"
         return info
     meta = doc.get("meta")
     if doc.get("kind") not in ("response", "run") or not isinstance(meta, dict):

@@ -6,56 +6,55 @@ configuration, the call's prompt and its history, the key of that first request 
 anything, and a whole-run entry stored under it answers the call with one GET and one decode.
 
 The static configuration is not rebuilt by hand (pydantic-ai changes too fast for that): the first run of a
-configuration in a process goes through the graph, the `ResponseCache` capability records the canonical first
-request, and this module learns a *template* from it: the request with the history and the user prompt taken
-out. The template is only kept when re-assembling it with that run's history and prompt reproduces the observed
-request exactly, and only for agents that pass `static_signature` (no instruction or system-prompt functions,
-no dynamic toolsets, no extra capabilities, no output validators or functions, no active `agent.override`).
-Anything unknown makes an agent ineligible: it then keeps the request-level path, which is always correct.
+configuration goes through the graph, the cache records the first request as the model received it, and this
+module learns a *template* from it: the request with the history and the user prompt taken out, and the *output
+recipe* by which pydantic-ai turned the final response into the output. A template is kept only when re-assembling
+it reproduces the observed request exactly and the recipe reproduces the observed output.
+
+Templates are kept on the agent they were learned from, under a *signature* of everything that feeds the first
+request, compared by value on every call: the model's identity, instructions, system prompts, settings, the
+output type, tool definitions (name, description, schema, strictness) and the capability-provided native tools.
+A change to any of them gives a new signature, so a stale template is never used. Anything the signature cannot
+compare (instruction or system-prompt functions, toolsets, capabilities with hooks, output validators or
+functions, validation context, event handlers, `agent.override`, usage limits) makes the call take the graph,
+which is always correct.
+
+A run entry holds the model's raw messages, never the validated output: on a hit the recipe runs pydantic-ai's own
+output processor on the stored final response, so the caller's validators run exactly once, as on a miss.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from .keys import CanonicalRequest, canonical_messages, canonical_settings, digest_json, dumps_canonical
+from ._pai_compat import AgentShapeError, OutputRecipe, static_parts
+from .keys import (
+    CanonicalRequest,
+    canonical_messages,
+    canonical_settings,
+    digest_json,
+    dumps_canonical,
+    model_identity,
+    tool_definitions,
+)
 
 __all__ = ["RunTemplate", "learn_template", "lookup_template", "static_signature"]
 
-_DEFAULT_CAPABILITIES = frozenset({"ToolSearch", "PendingMessageDrainCapability"})
-"""Capabilities every pydantic-ai agent carries that add nothing to a request by themselves."""
-
-_FAST_RUN_KWARGS = frozenset({"deps", "model_settings", "usage_limits", "output_type", "instructions", "infer_name"})
+_FAST_RUN_KWARGS = frozenset({"deps", "model_settings", "output_type", "instructions", "infer_name"})
 """`agent.run` keywords the fast path understands; any other keyword sends the call through the graph."""
 
-_MAX_TEMPLATES = 1024
+_MAX_TEMPLATES = 64
+"""Templates kept per agent (least recently learned dropped first)."""
 
-_override_vars: OrderedDict[int, tuple[weakref.ref[Any], tuple[ContextVar[Any], ...]]] = OrderedDict()
-"""Per agent (by `id`, checked through the weak reference): its `agent.override()` context variables."""
-
-
-def _override_context_vars(agent: Any, attributes: Mapping[str, Any]) -> tuple[ContextVar[Any], ...]:
-    """The `_override_*` context variables of `agent`, found once per agent instead of scanning its attributes."""
-    found = _override_vars.get(id(agent))
-    if found is not None and found[0]() is agent:
-        return found[1]
-    variables = tuple(
-        value for name, value in attributes.items() if name.startswith("_override_") and isinstance(value, ContextVar)
-    )
-    with _lock:
-        _override_vars[id(agent)] = (weakref.ref(agent), variables)
-        while len(_override_vars) > _MAX_TEMPLATES:
-            _override_vars.popitem(last=False)
-    return variables
+_TEMPLATES_ATTRIBUTE = "_pyai_caching_templates"
+"""Where an agent's templates are kept: on the agent itself, so they live and die with it."""
 
 
 def _plain_output_type(output_type: Any) -> bool:
@@ -66,70 +65,54 @@ def _plain_output_type(output_type: Any) -> bool:
 
 
 def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bool) -> tuple[Hashable, ...] | None:
-    """A hashable description of everything (besides prompt and history) that shapes the agent's first request.
+    """Everything (besides prompt and history) that feeds the agent's first request, as comparable values.
 
-    `None` when the agent has dynamic parts (or parts this module does not understand); such an agent never
-    takes the fast path. Reads pydantic-ai's private attributes defensively: a missing attribute means `None`.
+    `None` when the agent has dynamic parts, or parts this module does not understand: the call then takes the
+    graph. Computed on every call, so a change to the agent is seen by the next call.
     """
     if not run_kwargs.keys() <= _FAST_RUN_KWARGS:
         return None
     try:
-        d = agent.__dict__
-        if d["_system_prompt_functions"] or d["_system_prompt_dynamic_functions"]:
-            return None
-        if d["_dynamic_toolsets"] or d["_user_toolsets"] or d["_cap_toolsets"] or d["_output_validators"]:
-            return None
-        if d["_event_stream_handler"] is not None or callable(d["model_settings"]):
-            return None
-        instructions = d["_instructions"]
-        if not all(isinstance(getattr(i, "instruction", None), str) for i in instructions):
-            return None
-        tools = d["_function_toolset"].tools
-        if tools and not (whole_run and all(getattr(t, "prepare", None) is None for t in tools.values())):
-            return None
-        for variable in _override_context_vars(agent, d):
-            if variable.get() is not None:
-                return None
-        caps = getattr(d["_root_capability"], "capabilities", None)
-        if caps is None or any(type(c).__name__ not in _DEFAULT_CAPABILITIES for c in caps):
-            return None
-        model = d["_model"]
-        output_type = run_kwargs.get("output_type", d["_output_type"])
-        if not _plain_output_type(output_type):
-            return None
-        run_instructions = run_kwargs.get("instructions")
-        if run_instructions is not None and not isinstance(run_instructions, str):
-            return None
-        settings = run_kwargs.get("model_settings")
-        if callable(settings):
-            return None
-        model_settings = getattr(model, "settings", None) if model is not None and not isinstance(model, str) else None
-        agent_settings = d["model_settings"]
-        if model_settings is None and agent_settings is None and settings is None:
-            settings_json = "{}"  # what `canonical_settings` gives for no settings at all
-        else:
-            settings_json = dumps_canonical(canonical_settings(model_settings, agent_settings, settings))
-        return (
-            id(agent),
-            id(model),
-            id(d["_output_schema"]),
-            output_type,
-            tuple(i.instruction for i in instructions),
-            d["_system_prompts"],
-            tuple(tools),
-            settings_json,
-            run_instructions,
-        )
-    except (KeyError, AttributeError, TypeError, ValueError):
+        parts = static_parts(agent)
+    except AgentShapeError:
         return None
+    if parts is None or parts.model is None or isinstance(parts.model, str):
+        return None
+    if parts.tools and not (whole_run and all(getattr(t, "prepare", None) is None for t in parts.tools)):
+        return None
+    output_type = run_kwargs.get("output_type", parts.output_type)
+    run_instructions = run_kwargs.get("instructions")
+    settings = run_kwargs.get("model_settings")
+    if not _plain_output_type(output_type) or callable(settings):
+        return None
+    if run_instructions is not None and not isinstance(run_instructions, str):
+        return None
+    model = parts.model
+    try:
+        identity = dumps_canonical(model_identity(model))
+        settings_json = dumps_canonical(canonical_settings(model.settings, parts.settings, settings))
+        tools_json = dumps_canonical(tool_definitions([t.tool_def for t in parts.tools])) if parts.tools else ""
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return (
+        identity,
+        output_type,
+        "output_type" in run_kwargs,
+        parts.instructions,
+        parts.system_prompts,
+        settings_json,
+        run_instructions,
+        tools_json,
+        parts.native_tools,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RunTemplate:
     """The first request of a static configuration, with the history and the user prompt taken out."""
 
-    agent_ref: weakref.ref[Any]
-    """The agent the template was learned from (a recycled `id()` must not match)."""
+    recipe: OutputRecipe
+    """How the final response becomes the output for this configuration."""
     header_json: str
     """Canonical JSON of the request header (model, settings, parameters)."""
     last_message: dict[str, Any]
@@ -170,19 +153,17 @@ class RunTemplate:
 
 
 _lock = threading.Lock()
-_templates: OrderedDict[tuple[Hashable, ...], RunTemplate] = OrderedDict()
 
 
-def _template_key(signature: tuple[Hashable, ...], has_history: bool) -> tuple[Hashable, ...]:
-    return (*signature, has_history)
+def _templates_of(agent: Any) -> OrderedDict[tuple[Hashable, ...], RunTemplate] | None:
+    templates = agent.__dict__.get(_TEMPLATES_ATTRIBUTE)
+    return templates if isinstance(templates, OrderedDict) else None
 
 
 def lookup_template(agent: Any, signature: tuple[Hashable, ...], has_history: bool) -> RunTemplate | None:
-    """The template learned for this configuration in this process, if any."""
-    template = _templates.get(_template_key(signature, has_history))
-    if template is None or template.agent_ref() is not agent:
-        return None
-    return template
+    """The template learned from this agent for this configuration, if any."""
+    templates = _templates_of(agent)
+    return None if templates is None else templates.get((*signature, has_history))
 
 
 def learn_template(
@@ -191,6 +172,7 @@ def learn_template(
     observed: CanonicalRequest,
     history_canonical: list[dict[str, Any]],
     prompt: str,
+    recipe: OutputRecipe,
 ) -> RunTemplate | None:
     """Learn (and keep) a template from an observed first request; `None` if it cannot reproduce the request."""
     messages = observed.messages
@@ -202,7 +184,7 @@ def learn_template(
         return None
     try:
         template = RunTemplate(
-            agent_ref=weakref.ref(agent),
+            recipe=recipe,
             header_json=dumps_canonical(observed.header),
             last_message={**last, "parts": parts[:-1]},
         )
@@ -212,11 +194,18 @@ def learn_template(
     if template.messages_json(history_canonical, prompt) != expected:
         return None
     with _lock:
-        key = _template_key(signature, bool(history_canonical))
-        _templates[key] = template
-        _templates.move_to_end(key)
-        while len(_templates) > _MAX_TEMPLATES:
-            _templates.popitem(last=False)
+        templates = _templates_of(agent)
+        if templates is None:
+            templates = OrderedDict()
+            try:
+                agent.__dict__[_TEMPLATES_ATTRIBUTE] = templates
+            except (AttributeError, TypeError):
+                return None
+        key = (*signature, bool(history_canonical))
+        templates[key] = template
+        templates.move_to_end(key)
+        while len(templates) > _MAX_TEMPLATES:
+            templates.popitem(last=False)
     return template
 
 

@@ -171,9 +171,7 @@ def request_cost(cache: ResponseCache, ctx: Any, model: str, cost: Decimal | Non
             span.set_attribute("pyai_caching.cost", float(cost))
 
 
-def run_hit(
-    cache: ResponseCache, key: str, entry: RunEntry[Any], started_ns: int, *, waited: float | None = None
-) -> None:
+def run_hit(cache: ResponseCache, key: str, entry: RunEntry, started_ns: int, *, waited: float | None = None) -> None:
     """A whole run was answered by the run-level fast path (no pydantic-ai span exists for it).
 
     `waited` is how long the call first waited for an identical call of this process that ran the agent.

@@ -6,11 +6,12 @@ An entry is one JSON object:
 {"format": "pyai_caching", "version": 1, "kind": "response" | "run", "meta": {...}, "request": {...}, "response": {...}}
 ```
 
-`kind="response"` holds one `ModelResponse` (request-level caching); `kind="run"` holds a whole
-`AgentRunResult` (run-level caching). With a signing secret the JSON is preceded by an HMAC-SHA256 line over the
-entry's key and its JSON, and an entry whose signature does not match is rejected (so a signed entry copied under
-another key is rejected too). Anything that fails to decode (corrupt, truncated, foreign,
-future version, bad signature) raises `EntryDecodeError`; the engine treats that as a miss and overwrites it.
+`kind="response"` holds one `ModelResponse` (request-level caching); `kind="run"` holds the messages of a whole
+run (run-level caching), never its validated output (run entries are version 2). With a signing secret the JSON
+is preceded by an HMAC-SHA256 line over the entry's key and its JSON, and an entry whose signature does not match
+is rejected (so a signed entry copied under another key is rejected too). Anything that fails to decode (corrupt,
+truncated, foreign, future version, bad signature) raises `EntryDecodeError`; the engine treats that as a miss
+and overwrites it.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.usage import RunUsage
+from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "ENTRY_FORMAT_VERSION",
+    "ENTRY_VERSIONS",
+    "RUN_ENTRY_VERSION",
     "EntryDecodeError",
+    "EntryEncodeError",
     "EntryMeta",
     "ResponseEntry",
     "RunEntry",
@@ -39,12 +44,20 @@ __all__ = [
 ]
 
 ENTRY_FORMAT_VERSION = 1
-"""Version of the envelope; an entry of another version is a miss (and is overwritten)."""
+"""Version of the envelope of response entries; an entry of another version is a miss (and is overwritten)."""
+
+RUN_ENTRY_VERSION = 2
+"""Version of run entries (version 1 held the validated output; such entries are misses)."""
+
+ENTRY_VERSIONS = {"response": ENTRY_FORMAT_VERSION, "run": RUN_ENTRY_VERSION}
+"""The version this library reads and writes, per entry kind."""
 
 _SIG_PREFIX = b"pyai_caching-hmac-sha256:"
 _SIG_LEN = 64
 
-T = TypeVar("T")
+
+class EntryEncodeError(ValueError):
+    """An entry cannot be written as UTF-8 JSON (a lone surrogate in a prompt or an answer): it is not cached."""
 
 
 class EntryDecodeError(ValueError):
@@ -88,52 +101,56 @@ class ResponseEntry:
 
 
 @dataclass(kw_only=True)
-class RunEntry(Generic[T]):
-    """A whole cached agent run (run-level caching): its output and the messages it added."""
+class RunEntry:
+    """A whole cached agent run (run-level caching): the messages the model sent back, never the validated output.
+
+    On a hit the caller's output type validates the final response again (see `pyai_caching._fastpath`), so
+    output code (validators, serializers, secrets, excluded fields) runs exactly as on a miss.
+    """
 
     format: Literal["pyai_caching"] = "pyai_caching"
     """Marks the value as ours."""
-    version: Literal[1] = 1
-    """Envelope version."""
+    version: Literal[2] = 2
+    """Envelope version of run entries (version 1 held the validated output, and is a miss)."""
     kind: Literal["run"] = "run"
     """Entry kind."""
     meta: EntryMeta
     """How the entry was made."""
     usage: RunUsage = field(default_factory=RunUsage)
     """What the original run consumed (what a hit saves)."""
-    output: T
-    """The run's output, of the agent's output type."""
+    final: dict[str, Any]
+    """What the output is made from: the final response's text (as pydantic-ai gathers it), its tool calls and
+    the kinds of its parts (see `pyai_caching._pai_compat.final_projection`)."""
     output_tool_name: str | None = None
     """The output tool the model called, if the output came through a tool."""
     new_messages: list[ModelMessage]
-    """The messages the run added after the history it was given."""
+    """The messages the run added after the history it was given, as the model sent them."""
 
 
 @dataclass(kw_only=True)
-class _RunEntryOutput(Generic[T]):
+class _RunEntryHead:
     """A run entry read without its messages (the hit path of a call that returns only the output)."""
 
     format: Literal["pyai_caching"]
-    version: Literal[1]
+    version: Literal[2]
     kind: Literal["run"]
     meta: EntryMeta
     usage: RunUsage = field(default_factory=RunUsage)
-    output: T
+    final: dict[str, Any]
     output_tool_name: str | None = None
 
 
 _RESPONSE_ADAPTER: TypeAdapter[ResponseEntry] = TypeAdapter(ResponseEntry)
 
 
-@lru_cache(maxsize=256)
-def run_entry_adapter(output_type: Any) -> TypeAdapter[RunEntry[Any]]:
-    """The TypeAdapter for run entries of one output type, built once per output type."""
-    return TypeAdapter(RunEntry[output_type])
+@lru_cache(maxsize=1)
+def _run_adapter() -> TypeAdapter[RunEntry]:
+    return TypeAdapter(RunEntry)
 
 
-@lru_cache(maxsize=256)
-def _run_output_adapter(output_type: Any) -> TypeAdapter[_RunEntryOutput[Any]]:
-    return TypeAdapter(_RunEntryOutput[output_type])
+@lru_cache(maxsize=1)
+def _run_head_adapter() -> TypeAdapter[_RunEntryHead]:
+    return TypeAdapter(_RunEntryHead)
 
 
 def _sign(payload: bytes, secret: bytes, key: str | None) -> bytes:
@@ -172,18 +189,13 @@ def _unwrap(raw: bytes, secret: bytes | None, key: str | None) -> bytes:
     return raw
 
 
-def encode_entry(
-    entry: ResponseEntry | RunEntry[Any],
-    *,
-    secret: bytes | None = None,
-    output_type: Any = None,
-    key: str | None = None,
-) -> bytes:
+def encode_entry(entry: ResponseEntry | RunEntry, *, secret: bytes | None = None, key: str | None = None) -> bytes:
     """Serialize an entry to bytes (signed when `secret` is given; the signature also covers `key` when given)."""
-    if isinstance(entry, ResponseEntry):
-        payload = _RESPONSE_ADAPTER.dump_json(entry)
-    else:
-        payload = run_entry_adapter(output_type).dump_json(entry)
+    adapter: TypeAdapter[Any] = _RESPONSE_ADAPTER if isinstance(entry, ResponseEntry) else _run_adapter()
+    try:
+        payload = adapter.dump_json(entry)
+    except PydanticSerializationError as e:
+        raise EntryEncodeError(f"the entry cannot be written as UTF-8 JSON ({str(e)[:120]})") from None
     return _wrap(payload, secret, key)
 
 
@@ -207,18 +219,18 @@ def decode_response_entry(raw: bytes, *, secret: bytes | None = None, key: str |
 
 
 def decode_run_entry(
-    raw: bytes, output_type: Any, *, secret: bytes | None = None, messages: bool = True, key: str | None = None
-) -> RunEntry[Any]:
-    """Decode a run-level entry into `output_type`; raise `EntryDecodeError` for anything else.
+    raw: bytes, *, secret: bytes | None = None, messages: bool = True, key: str | None = None
+) -> RunEntry:
+    """Decode a run-level entry; raise `EntryDecodeError` for anything else.
 
     With `messages=False` the stored messages are skipped (not validated) and `new_messages` is empty: for a
     caller that only returns the output, validating pydantic-ai messages is most of the cost of a hit. The
-    envelope, the metadata, the usage and the output are checked as always.
+    envelope, the metadata, the usage and the final response's projection are checked as always.
     """
     if messages:
-        entry: RunEntry[Any] = _validate(run_entry_adapter(output_type), raw, secret, key)
+        entry: RunEntry = _validate(_run_adapter(), raw, secret, key)
         return entry
-    head: _RunEntryOutput[Any] = _validate(_run_output_adapter(output_type), raw, secret, key)
+    head: _RunEntryHead = _validate(_run_head_adapter(), raw, secret, key)
     return RunEntry(
-        meta=head.meta, usage=head.usage, output=head.output, output_tool_name=head.output_tool_name, new_messages=[]
+        meta=head.meta, usage=head.usage, final=head.final, output_tool_name=head.output_tool_name, new_messages=[]
     )

@@ -105,7 +105,7 @@ class SpendTracker:
             hooks=hooks,
         )
 
-    def note_run_hit(self, record: CallRecord, entry: RunEntry[Any]) -> None:
+    def note_run_hit(self, record: CallRecord, entry: RunEntry) -> None:
         """Fill `record` for a call answered by a whole-run entry: what the stored run cost is what it saved."""
         record.run_level_hit = True
         record.hits += max(entry.meta.requests, 1)

@@ -48,7 +48,7 @@ from typing import Any, Final
 
 from ._access import StoreAccess
 from ._context import CallRecord
-from ._serialization import EntryDecodeError, ResponseEntry, decode_response_entry, encode_entry
+from ._serialization import EntryDecodeError, EntryEncodeError, ResponseEntry, decode_response_entry, encode_entry
 from .exceptions import ConfigurationError
 from .stores import LockingStore, Store
 
@@ -177,7 +177,10 @@ class Fill:
     ) -> None:
         token, self._filling_token = self._filling_token, None
         if token is not None:
-            _filling.reset(token)
+            try:
+                _filling.reset(token)
+            except ValueError:  # left in another context (a streamed request ends in the task that consumed it)
+                _filling.set(_filling.get() - {self._fkey})
         await self._finish(None)
 
     async def put_entry(self, entry: ResponseEntry) -> bool:
@@ -185,7 +188,12 @@ class Fill:
 
         Returns whether the store accepted it (the waiters of this process get it either way).
         """
-        raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+        try:
+            raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+        except EntryEncodeError as e:  # the waiters call the model themselves; the caller keeps its answer
+            logger.warning("not caching %s: %s", self._key, e)
+            await self._finish(None)
+            return False
         self._publish(raw)
         stored = await self._access.put_raw(self._key, raw, self._record)
         if stored:

@@ -11,6 +11,7 @@ from .exceptions import ConfigurationError
 __all__ = [
     "DEFAULT_TTL",
     "SECRET_ENV",
+    "check_cache_version",
     "check_on_cache_error",
     "check_secret",
     "check_timeout",
@@ -67,3 +68,15 @@ def check_secret(secret: str | bytes | None) -> bytes | None:
             "secret must be at least 16 bytes long (use a random value, e.g. secrets.token_hex(32))"
         )
     return secret
+
+
+def check_cache_version(version: Any) -> str:
+    """`cache_version` must be a non-empty string or `None`; returns what it adds to every key."""
+    if version is None:
+        return ""
+    if not isinstance(version, str) or not version.strip():
+        raise ConfigurationError(
+            f"cache_version must be a non-empty string or None, got {version!r}: for example "
+            "cache_version='tools-2026-12-01', changed whenever the code of your tools changes"
+        )
+    return f"version:{version}"

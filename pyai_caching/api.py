@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import inspect
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.run import AgentRunResult
-from pydantic_core import to_jsonable_python
 
 from . import _fastpath, _observe, _overrides
 from ._access import OnCacheError
 from ._context import CallRecord, current_call
+from ._deps_key import deps_material
+from ._pai_compat import AgentShapeError, OutputRecipe, final_projection, output_recipe, output_schema
 from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_store
 from ._serialization import EntryMeta, RunEntry
 from ._spend import SpendTracker
@@ -51,16 +54,46 @@ logger = logging.getLogger("pyai_caching")
 
 T = TypeVar("T")
 
-_RESULT_ADAPTERS: dict[Any, Any] = {}
+
+def _check_run_kwargs(agent: AbstractAgent[Any, Any], run_kwargs: Mapping[str, Any]) -> None:
+    """An unknown keyword is reported as ours, with the closest keyword of `cached_agent_run` or `agent.run`."""
+    accepted = _run_parameters(type(agent))
+    if accepted is None:
+        return
+    unknown = [name for name in run_kwargs if name not in accepted]
+    if not unknown:
+        return
+    ours = [name for name in _OWN_PARAMETERS if name not in ("agent", "prompt", "task_name", "run_kwargs")]
+    close = difflib.get_close_matches(unknown[0], [*ours, *sorted(accepted)], n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigurationError(
+        f"cached_agent_run() got an unexpected keyword argument {unknown[0]!r}.{hint} It takes its own keywords "
+        f"({', '.join(ours)}) and those of agent.run ({', '.join(sorted(accepted))})."
+    )
 
 
-def _result_adapter(output_type: Any) -> Any:
-    adapter = _RESULT_ADAPTERS.get(output_type)
-    if adapter is None:
-        from pydantic import TypeAdapter
+_RUN_PARAMETERS: dict[type, frozenset[str] | None] = {}
 
-        adapter = _RESULT_ADAPTERS[output_type] = TypeAdapter(AgentRunResult[output_type])
-    return adapter
+
+def _run_parameters(agent_type: type) -> frozenset[str] | None:
+    """The keywords `agent.run` accepts (`None`: it takes any keyword)."""
+    if agent_type not in _RUN_PARAMETERS:
+        parameters = inspect.signature(getattr(agent_type, "run")).parameters.values()  # noqa: B009
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            _RUN_PARAMETERS[agent_type] = None
+        else:
+            names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+            _RUN_PARAMETERS[agent_type] = frozenset(names - {"self", "user_prompt"})
+    return _RUN_PARAMETERS[agent_type]
+
+
+def _uses_fallback(agent: AbstractAgent[Any, Any], run_kwargs: Mapping[str, Any]) -> bool:
+    """Whether a fallback (`ModelFallback`, `FallbackModel`) serves this run's requests."""
+    root = getattr(agent, "root_capability", None)
+    capabilities = [*(getattr(root, "capabilities", None) or ()), *(run_kwargs.get("capabilities") or ())]
+    if any(type(c).__name__ == "ModelFallback" for c in capabilities):
+        return True
+    return any(type(m).__name__ == "FallbackModel" for m in (getattr(agent, "model", None), run_kwargs.get("model")))
 
 
 def _check_prompt(prompt: Any, has_history: bool) -> None:
@@ -84,18 +117,11 @@ def _check_prompt(prompt: Any, has_history: bool) -> None:
     )
 
 
-def _run_extra(whole_run: bool, deps: Any) -> str:
+def _run_extra(salt: str, whole_run: bool, deps: Any, deps_key: Callable[[Any], Any] | None) -> str:
+    """What a run key adds to the first request's digest: the cache version, and the deps in whole-run mode."""
     if not whole_run:
-        return "run"
-    try:
-        deps_json = dumps_canonical(to_jsonable_python(deps))
-    except Exception as e:
-        raise ConfigurationError(
-            f"deps of type {type(deps).__name__} cannot be hashed, and cache_whole_run=True needs them in the key "
-            f"(the skipped tools may depend on them): make deps JSON-serializable (a pydantic model, dataclass or "
-            f"plain data) or turn cache_whole_run off ({type(e).__name__})"
-        ) from None
-    return f"whole_run:{deps_json}"
+        return f"{salt}\x00run"
+    return f"{salt}\x00whole_run\x00{deps_material(deps, deps_key)}"
 
 
 @overload
@@ -113,6 +139,8 @@ async def cached_agent_run(
     namespace: str | None = None,
     cache_mode: CacheMode | str = CacheMode.READ_WRITE,
     cache_whole_run: bool = False,
+    deps_key: Callable[[Any], Any] | None = None,
+    cache_version: str | None = None,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -144,6 +172,8 @@ async def cached_agent_run(
     namespace: str | None = None,
     cache_mode: CacheMode | str = CacheMode.READ_WRITE,
     cache_whole_run: bool = False,
+    deps_key: Callable[[Any], Any] | None = None,
+    cache_version: str | None = None,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -174,6 +204,8 @@ async def cached_agent_run(
     namespace: str | None = None,
     cache_mode: CacheMode | str = CacheMode.READ_WRITE,
     cache_whole_run: bool = False,
+    deps_key: Callable[[Any], Any] | None = None,
+    cache_version: str | None = None,
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -203,8 +235,14 @@ async def cached_agent_run(
         ttl: Seconds an entry lives (default 7 days); `None` = never expires.
         namespace: Isolates tenants/environments/test suites; part of every key.
         cache_mode: `read_write` (default), `read_only` (a miss raises `CacheMissError`), `refresh` or `bypass`.
-        cache_whole_run: Cache the whole run of a tool-using agent: a hit returns the stored output without
-            calling the tools (deps become part of the key). Off by default: tools run on every call.
+        cache_whole_run: Cache the whole run of a tool-using agent: a hit returns the run's stored answer without
+            calling the tools. Off by default: tools run on every call. The deps become part of the key, without
+            loss (`1` and `"1"` differ, secrets count as digests); deps that cannot be keyed without loss raise
+            `ConfigurationError`. The code of the tools is not in the key: see `cache_version`.
+        deps_key: With `cache_whole_run`, a function of the deps returning what identifies them (a string or plain
+            data), used instead of the deps themselves.
+        cache_version: Part of every key: change it when something outside the key changes what a run returns
+            (the code of tools, state that tools read), and earlier entries stop matching.
         on_cache_error: `warn` (fail open, default) or `raise` (`CacheError`).
         secret: HMAC secret to sign entries with (default `LLM_CACHE_SECRET`).
         cache_timeout: Upper bound in seconds for each cache operation (default: the store's own socket timeouts,
@@ -239,6 +277,9 @@ async def cached_agent_run(
     for reserved in ("user_prompt", "capabilities_cache"):
         if reserved in run_kwargs:
             raise ConfigurationError(f"{reserved} is not an agent.run keyword here; pass the prompt as `prompt`")
+    _check_run_kwargs(agent, run_kwargs)
+    if deps_key is not None and not cache_whole_run:
+        raise ConfigurationError("deps_key only applies with cache_whole_run=True (only then are deps in the key)")
 
     history = to_history(transcript_history, message_converter)
     if "message_history" in run_kwargs:
@@ -248,6 +289,8 @@ async def cached_agent_run(
     _check_prompt(prompt, bool(history))
     CacheMode.parse(cache_mode)  # here, so that a bad value is reported as `cache_mode` (ResponseCache calls it `mode`)
 
+    if retry is None and max_wait is None and initial_wait is None and _uses_fallback(agent, run_kwargs):
+        retry = False  # a fallback acts on provider errors at once, as in `agent.run`; retrying first would hide them
     override = _overrides.active()
     if override is not None:  # a test cassette (pyai_caching.pytest_plugin) replaces the store and the mode
         redis_url, store, cache_mode = None, override.store, override.mode
@@ -271,6 +314,7 @@ async def cached_agent_run(
             custom_costs=check_custom_costs(custom_costs),
             budget=budget,
             semantic=_semantic_for_call(semantic, accept_semantic),
+            cache_version=cache_version,
         )
         if config_key is not None:
             _remember_capability(config_key, cache)
@@ -293,8 +337,10 @@ async def cached_agent_run(
     if isinstance(prompt, str) and mode is not CacheMode.BYPASS:
         signature = _fastpath.static_signature(agent, run_kwargs, whole_run=cache_whole_run)
         if signature is not None:
-            run_extra = _run_extra(cache_whole_run, run_kwargs.get("deps"))
+            run_extra = _run_extra(cache.key_salt, cache_whole_run, run_kwargs.get("deps"), deps_key)
             history_canon = _fastpath.history_canonical(history)
+    elif cache_whole_run:  # the deps must be keyable whether or not this call can take the fast path
+        _run_extra(cache.key_salt, cache_whole_run, run_kwargs.get("deps"), deps_key)
 
     async def run_level_hit(waited: float | None = None) -> tuple[bool, Any]:
         """One GET and one decode, before the agent graph starts (see `_fastpath`)."""
@@ -307,16 +353,18 @@ async def cached_agent_run(
         record = CallRecord(owner=cache)
         lookup_started = _observe.now_ns()
         # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
-        entry = await cache.access.get_run(key, output_type, record, messages=full_result)
+        entry = await cache.access.get_run(key, record, messages=full_result)
         if entry is None:
             return False, None
-        logger.debug("pyai_caching: run-level hit %s (task %s)", key, task_name)
+        found, output = template.recipe.output(entry.final)
+        if not found:  # not the shape the recipe was proven on, or it does not validate: the graph decides
+            return False, None
+        logger.debug("run-level hit %s (task %s)", key, task_name)
         _observe.run_hit(cache, key, entry, lookup_started, waited=waited)
-        answer = _result_from_entry(entry, history, output_type) if full_result else entry.output
         if spend is not None:
             spend.note_run_hit(record, entry)
             await spend.deliver(record)
-        return True, answer
+        return True, (_result_from_entry(entry, output, history) if full_result else output)
 
     if signature is not None and mode.reads:
         found, answer = await run_level_hit()
@@ -363,8 +411,9 @@ async def cached_agent_run(
         # A run answered by meaning is not stored as a run entry: that would turn a similar prompt into an exact one.
         if signature is not None and record.first_request is not None and mode.writes and not record.semantic_matches:
             await _store_run(
-                agent, cache, signature, record, history, history_canon, prompt, run_extra, result, task_name
-            )
+                agent, cache, signature, record, history_canon, prompt, run_extra, result, task_name, run_kwargs,
+                cache_whole_run,
+            )  # fmt: skip
     finally:
         if flight is not None:
             done = _in_flight.pop(flight)
@@ -387,6 +436,7 @@ _NOT_CONFIGURATION = frozenset(
         "transcript_history",
         "message_converter",
         "cache_whole_run",
+        "deps_key",
         "expense_recorder",
         "expense_hook",
         "run_kwargs",
@@ -395,9 +445,8 @@ _NOT_CONFIGURATION = frozenset(
 """`cached_agent_run` parameters that do not go into its `ResponseCache`. Every other parameter is part of the
 configuration key, so a parameter added later is covered without anyone having to remember this list."""
 
-_CONFIGURATION_PARAMETERS: tuple[str, ...] = tuple(
-    name for name in inspect.signature(cached_agent_run).parameters if name not in _NOT_CONFIGURATION
-)
+_OWN_PARAMETERS: tuple[str, ...] = tuple(inspect.signature(cached_agent_run).parameters)
+_CONFIGURATION_PARAMETERS: tuple[str, ...] = tuple(name for name in _OWN_PARAMETERS if name not in _NOT_CONFIGURATION)
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None), CacheMode)
 _ENVIRONMENT = (REDIS_URL_ENV, CACHE_DIR_ENV, SECRET_ENV)
 """The environment variables that building a `ResponseCache` reads."""
@@ -446,14 +495,15 @@ def _semantic_for_call(semantic: SemanticCache | None, accept: bool) -> Semantic
     return dataclasses.replace(semantic, accept_hits=False)
 
 
-def _result_from_entry(entry: RunEntry[Any], history: list[Any], output_type: Any) -> AgentRunResult[Any]:
-    return _result_adapter(output_type).validate_python(  # type: ignore[no-any-return]
-        {
-            "output": entry.output,
-            "messages": [*history, *entry.new_messages],
-            "new_message_index": len(history),
-            "output_tool_name": entry.output_tool_name,
-        }
+def _result_from_entry(entry: RunEntry, output: Any, history: list[Any]) -> AgentRunResult[Any]:
+    from pydantic_ai._agent_graph import GraphAgentState
+
+    messages = [*history, *entry.new_messages]
+    return AgentRunResult(
+        output,
+        _output_tool_name=entry.output_tool_name,
+        _state=GraphAgentState(message_history=messages),
+        _new_message_index=len(history),
     )
 
 
@@ -462,20 +512,29 @@ async def _store_run(
     cache: ResponseCache,
     signature: Any,
     record: CallRecord,
-    history: list[Any],
     history_canon: list[dict[str, Any]],
     prompt: str,
     run_extra: str,
     result: AgentRunResult[Any],
     task_name: str,
+    run_kwargs: Mapping[str, Any],
+    whole_run: bool,
 ) -> None:
+    """Store the run's messages under its first request's key, and learn the fast path's template for it.
+
+    Only a run whose output pydantic-ai made from its final response by a plain recipe, reproduced here, is
+    stored: a run with retries, or whose output another path made, keeps request-level entries only.
+    """
     assert record.first_request is not None
+    new_messages = result.new_messages()
+    proven = _run_recipe(agent, run_kwargs.get("output_type"), new_messages, result.output, whole_run)
+    if proven is None:
+        return
+    recipe, final = proven
+    _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt, recipe)
     ns = cache.resolved_namespace
-    output_type = signature[3]
-    if _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt) is not None:
-        _result_adapter(output_type)  # built now, on a miss, rather than on the first fast hit
     key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
-    entry: RunEntry[Any] = RunEntry(
+    entry = RunEntry(
         meta=EntryMeta(
             namespace=ns,
             model=record.models[0] if record.models else "unknown",
@@ -484,11 +543,46 @@ async def _store_run(
             requests=record.hits + record.misses,
         ),
         usage=record.usage + record.saved_usage,
-        output=result.output,
+        final=final,
         output_tool_name=getattr(result, "_output_tool_name", None),
-        new_messages=result.new_messages(),
+        new_messages=new_messages,
     )
-    await cache.access.put_entry(key, entry, record, output_type=output_type)
+    await cache.access.put_entry(key, entry, record)
+
+
+_RETRY_PARTS = frozenset({"retry-prompt", "retry-feedback"})
+
+
+def _run_recipe(
+    agent: Any, output_type: Any, new_messages: list[ModelMessage], output: Any, whole_run: bool
+) -> tuple[OutputRecipe, dict[str, Any]] | None:
+    """The recipe that made `output` from the run's final response, proven by reproducing it, with the projection
+    of that response; `None` when the run had retries or its output cannot be reproduced that way."""
+    responses = [m for m in new_messages if isinstance(m, ModelResponse)]
+    retried = any(
+        getattr(p, "part_kind", None) in _RETRY_PARTS for m in new_messages if isinstance(m, ModelRequest)
+        for p in m.parts
+    )  # fmt: skip
+    if not responses or retried or (len(responses) > 1 and not whole_run):
+        return None
+    final = final_projection(responses[-1])
+    try:
+        recipe = output_recipe(output_schema(agent, output_type), final)
+    except AgentShapeError:
+        return None
+    if recipe is None:
+        return None
+    found, value = recipe.output(final)
+    if not found or type(value) is not type(output) or not _same(value, output):
+        return None
+    return recipe, final
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 def cached_agent_run_sync(agent: AbstractAgent[Any, T], prompt: Any, task_name: str, **kwargs: Any) -> Any:

@@ -13,29 +13,26 @@ something new makes the next request miss, which is correct.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pydantic_ai.capabilities import AbstractCapability, WrapModelRequestHandler, WrapRunHandler
+from pydantic_ai.capabilities import AbstractCapability, WrapRunHandler
 from pydantic_ai.messages import ModelResponse
-from pydantic_ai.models import Model, ModelRequestContext
+from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
 
-from . import _observe, _overrides
-from . import semantic as _semantic
-from ._access import OnCacheError, StoreAccess, fresh_response
+from ._access import OnCacheError, StoreAccess
 from ._context import CallRecord, current_call
 from ._registry import resolve_store
-from ._serialization import EntryMeta, ResponseEntry
-from ._stampede import DEFAULT_LOCK_TTL, Fill, check_lock_ttl, forget_entries_of_failed_run
-from ._validation import DEFAULT_TTL, check_on_cache_error, check_secret, check_timeout, check_ttl
+from ._serialization import ResponseEntry
+from ._stampede import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
+from ._validation import DEFAULT_TTL, check_cache_version, check_on_cache_error, check_secret, check_timeout, check_ttl
 from .costs import ModelCosts, check_custom_costs, price
-from .exceptions import CacheMissError, ConfigurationError
-from .keys import canonical_request, entry_key, request_digest, validate_namespace
+from .exceptions import ConfigurationError
+from .keys import validate_namespace
 from .recorders import TaskBudget
 from .retry import RetryingModel, RetryPolicy
 from .semantic import SemanticCache
@@ -91,6 +88,10 @@ class ResponseCache(AbstractCapability[Any]):
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
     long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    cache_version: str | None = None
+    """Part of every key: change it when something outside the key changes what a run returns (the code of tools,
+    state that tools read, a model behind a `FunctionModel`), and every earlier entry stops matching. `None`: no
+    version."""
     semantic: SemanticCache | None = None
     """Also answer a request whose final user prompt means the same as a recorded one, after an exact miss (see
     `pyai_caching.semantic`). `None` (default): exact matches only. Not used while a test cassette is active."""
@@ -98,10 +99,12 @@ class ResponseCache(AbstractCapability[Any]):
     _access: StoreAccess = field(init=False, repr=False, compare=False)
     _namespace: str = field(init=False, repr=False, compare=False)
     _mode: CacheMode = field(init=False, repr=False, compare=False)
+    _salt: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._namespace = validate_namespace(self.namespace)
         self._mode = CacheMode.parse(self.mode, argument="mode")
+        self._salt = check_cache_version(self.cache_version)
         check_ttl(self.ttl)
         check_on_cache_error(self.on_cache_error)
         check_timeout(self.cache_timeout, "cache_timeout")
@@ -146,23 +149,40 @@ class ResponseCache(AbstractCapability[Any]):
         """The store as seen through this capability's TTL, secret and error policy."""
         return self._access
 
-    def _record(self) -> CallRecord | None:
+    @property
+    def resolved_mode(self) -> CacheMode:
+        """The cache mode in effect."""
+        return self._mode
+
+    @property
+    def key_salt(self) -> str:
+        """What `cache_version` adds to every key (empty without one)."""
+        return self._salt
+
+    def own_record(self) -> CallRecord | None:
+        """The record of the `cached_agent_run` call in progress, if this capability reports into it."""
         record = current_call.get()
         return record if record is not None and record.owner is self else None
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """Retry the requests this capability lets through (cache misses) according to `retry`."""
-        if self.retry is None:
-            return None
-        return RetryingModel(model, self.retry, report=self._note_attempts)
+        """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
+
+        Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
+        is taken from the request exactly as that model receives it. Misses are retried according to `retry`.
+        """
+        from ._model_cache import CachingModel
+
+        sender = model if self.retry is None else RetryingModel(model, self.retry, report=self._note_attempts)
+        return CachingModel(sender, served=model, cache=self)
 
     def _note_attempts(self, attempts: int, waited: float) -> None:
-        record = self._record()
+        record = self.own_record()
         if record is not None:
             record.attempts += attempts
             record.retry_wait += waited
 
-    def _price(self, model: Model, response: ModelResponse) -> Decimal | None:
+    def price(self, model: Model, response: ModelResponse) -> Decimal | None:
+        """What `response` cost, or `None` when the model cannot be priced."""
         return price(
             response.usage,
             model.model_name,
@@ -171,138 +191,29 @@ class ResponseCache(AbstractCapability[Any]):
             provider_api_url=response.provider_url,
         )
 
-    async def _check_budget(self, record: CallRecord | None) -> None:
+    async def check_budget(self, record: CallRecord | None) -> None:
+        """Raise `BudgetExceededError` before a miss calls the model when the task's budget is spent."""
         if self.budget is not None and self.task_name:
             pending = record.cost if record is not None else Decimal(0)
             await self.budget.check(self.task_name, namespace=self._namespace, pending=pending)
 
-    async def wrap_model_request(
-        self,
-        ctx: RunContext[Any],
-        *,
-        request_context: ModelRequestContext,
-        handler: WrapModelRequestHandler,
-    ) -> ModelResponse:
-        access, mode, namespace = self._access, self._mode, self._namespace
-        override = _overrides.active()
-        if override is not None:  # a test cassette (pyai_caching.pytest_plugin) replaces the store and the mode
-            access, mode, namespace = override.access, override.mode, override.namespace or namespace
-        record = self._record()
-        model = request_context.model
-        model_label = f"{model.system}:{model.model_name}"
-        if record is not None:
-            record.models.append(model_label)
-        if mode is CacheMode.BYPASS:
-            await self._check_budget(record)
-            response = await handler(request_context)
-            _count_miss(record, response, self._price(model, response))
-            return response
-
-        canonical = canonical_request(
-            model,
-            request_context.messages,
-            request_context.model_settings,
-            request_context.model_request_parameters,
+    def note_hit(self, model: Model, entry: ResponseEntry, record: CallRecord | None) -> None:
+        """Count a hit in `record`, with the usage and cost it saved."""
+        if record is None:
+            return
+        record.hits += 1
+        record.saved_usage.incr(entry.response.usage)
+        record.saved_usage.requests += 1
+        saved = price(
+            entry.response.usage, model.model_name, self.custom_costs, provider=model.system, known_cost=entry.meta.cost
         )
-        key = entry_key(namespace, "r", request_digest(canonical, namespace))
-        if record is not None and record.first_request is None:
-            record.first_request = canonical
-
-        semantic, probe = (self.semantic if override is None else None), None
-        if mode.reads:
-            lookup_started = _observe.now_ns()
-            entry = await access.get_response(key, record)
-            if entry is None and semantic is not None:  # exact first; only then by meaning
-                entry, probe = await _semantic.lookup(self, semantic, access, namespace, canonical, record, model_label)
-            _observe.request_lookup(self, ctx, key, model_label, lookup_started, entry)
-            if entry is not None:
-                return self._hit(model, model_label, key, entry, record)
-            if mode is CacheMode.READ_ONLY:
-                hint = _explain_miss(access.store, canonical) or " Run once with cache_mode='read_write' to record it."
-                raise CacheMissError(
-                    f"no cached response for this request (key {key}) and the cache is read-only, so the model "
-                    f"({model_label}) was not called.{hint}",
-                    key=key,
-                )
-
-        logger.debug("pyai_caching: miss %s (%s)", key, model_label)
-        # Stampede protection (see `_stampede`): of identical concurrent misses, in this process and in the
-        # processes sharing the store's locks, one calls the model and the others wait for its entry.
-        async with Fill(access, key, record, wait=mode is CacheMode.READ_WRITE, lock_ttl=self.lock_ttl) as fill:
-            if fill.waited is not None:
-                _observe.stampede_wait(self, ctx, key, model_label, fill.waited, fill.entry)
-            if fill.entry is not None:
-                return self._hit(model, model_label, key, fill.entry, record)
-            await self._check_budget(record)
-            started = time.monotonic()
-            response = await handler(request_context)
-            cost = self._price(model, response)
-            _count_miss(record, response, cost)
-            _observe.request_cost(self, ctx, model_label, cost)
-            if mode.writes and response.state == "complete":
-                entry = ResponseEntry(
-                    meta=EntryMeta(
-                        namespace=namespace,
-                        model=model_label,
-                        task=self.task_name,
-                        cost=cost,
-                    ),
-                    request=canonical.to_json_obj(),
-                    response=response,
-                )
-                await fill.put_entry(entry)
-                if semantic is not None:
-                    await _semantic.remember(semantic, access, namespace, canonical, key, probe, record)
-                logger.debug("pyai_caching: stored %s after %.1f ms", key, (time.monotonic() - started) * 1000)
-        return response
-
-    def _hit(
-        self, model: Model, model_label: str, key: str, entry: ResponseEntry, record: CallRecord | None
-    ) -> ModelResponse:
-        logger.debug("pyai_caching: hit %s (%s)", key, model_label)
-        if record is not None:
-            record.hits += 1
-            record.saved_usage.incr(entry.response.usage)
-            record.saved_usage.requests += 1
-            saved = price(
-                entry.response.usage,
-                model.model_name,
-                self.custom_costs,
-                provider=model.system,
-                known_cost=entry.meta.cost,
-            )
-            if saved is None:
-                record.unpriced_hits += 1
-            else:
-                record.saved_cost += saved
-        return fresh_response(entry)
+        if saved is None:
+            record.unpriced_hits += 1
+        else:
+            record.saved_cost += saved
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         # A run that fails (an output that never validates, a model or tool error) or is cancelled leaves no
         # request entries behind: a stored response may be why it failed, and would fail every replay the same way.
         async with forget_entries_of_failed_run():
             return await handler()
-
-
-def _explain_miss(store: Store, canonical: Any) -> str | None:
-    """The store's own explanation of a miss (`CassetteStore.explain_miss`: nearest entry and diff), if it has one."""
-    explain = getattr(store, "explain_miss", None)
-    if not callable(explain):
-        return None
-    try:
-        text = explain(canonical.to_json_obj())
-    except Exception:
-        logger.debug("pyai_caching: %s could not explain a miss", store.description, exc_info=True)
-        return None
-    return f"\n{text}" if isinstance(text, str) and text else None
-
-
-def _count_miss(record: CallRecord | None, response: ModelResponse, cost: Decimal | None) -> None:
-    if record is not None:
-        record.misses += 1
-        record.usage.incr(response.usage)
-        record.usage.requests += 1
-        if cost is None:
-            record.unpriced_requests += 1
-        else:
-            record.cost += cost

@@ -809,10 +809,22 @@ def _entry_panel(info: EntryInfo, now: float, full: bool) -> Panel:
     elif info.kind == "run":
         body.append(Text("Run messages", style="bold underline"))
         body.extend(_messages_lines(doc.get("new_messages"), full))
-        body.append(Text("Output", style="bold underline"))
-        body.append(Text(_clip(_as_text(doc.get("output")), full)))
+        body.append(
+            Text("Final answer (raw; validated by the caller's output type on each hit)", style="bold underline")
+        )
+        body.append(Text(_clip(_as_text(_final_answer(doc.get("final"))), full)))
         body.append(Text(f"usage: {_usage_text(doc.get('usage'))}"))
     return Panel(Group(*body), title=_panel_title(info), title_align="left")
+
+
+def _final_answer(final: Any) -> Any:
+    """What the model answered last in a run entry: its text, or the arguments of its tool call(s)."""
+    if not isinstance(final, dict):
+        return final
+    calls = final.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        return calls[0].get("args") if len(calls) == 1 and isinstance(calls[0], dict) else calls
+    return final.get("text")
 
 
 def _panel_title(info: EntryInfo) -> Text:

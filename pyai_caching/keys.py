@@ -64,7 +64,7 @@ __all__ = [
     "validate_namespace",
 ]
 
-KEY_SCHEMA_VERSION: Final = 1
+KEY_SCHEMA_VERSION: Final = 2
 """Bumped whenever the canonical form changes; old entries then simply stop matching."""
 
 KEY_PREFIX: Final = "pyai_caching:"
@@ -99,6 +99,10 @@ GLOBAL_VOLATILE: Final = frozenset(
         "model_id",
         "canonical_system",
         "signature",
+        "record_id",
+        "ui_visibility",
+        "request_timestamp",
+        "duration",
     }
 )
 """Fields that never reach the model (or differ between two identical requests); dropped wherever they appear."""
@@ -130,6 +134,8 @@ MESSAGE_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
                 "history_digest",
                 "failed_attempts",
                 "state",
+                "request_timestamp",
+                "duration",
             }
         ),
     ),
@@ -144,13 +150,13 @@ PART_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     "user-prompt": (frozenset({"part_kind", "content"}), frozenset({"timestamp"})),
     "tool-return": (
         frozenset({"part_kind", "tool_name", "content", "tool_call_id", "tool_kind", "outcome"}),
-        frozenset({"metadata", "timestamp", "retry"}),
+        frozenset({"metadata", "timestamp", "retry", "ui_visibility"}),
     ),
     "retry-prompt": (frozenset({"part_kind", "content", "tool_name", "tool_call_id"}), frozenset({"timestamp"})),
     "text": (frozenset({"part_kind", "content"}), frozenset({"id", "provider_name", "provider_details", "citations"})),
     "tool-call": (
         frozenset({"part_kind", "tool_name", "args", "tool_call_id", "tool_kind"}),
-        frozenset({"id", "provider_name", "provider_details"}),
+        frozenset({"id", "provider_name", "provider_details", "ui_visibility"}),
     ),
     "thinking": (
         frozenset({"part_kind", "content"}),
@@ -159,11 +165,11 @@ PART_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     "file": (frozenset({"part_kind", "content"}), frozenset({"id", "provider_name", "provider_details"})),
     "builtin-tool-call": (
         frozenset({"part_kind", "tool_name", "args", "tool_call_id", "tool_kind"}),
-        frozenset({"id", "provider_name", "provider_details"}),
+        frozenset({"id", "provider_name", "provider_details", "ui_visibility"}),
     ),
     "builtin-tool-return": (
         frozenset({"part_kind", "tool_name", "content", "tool_call_id", "tool_kind", "outcome"}),
-        frozenset({"metadata", "timestamp", "provider_name", "provider_details"}),
+        frozenset({"metadata", "timestamp", "provider_name", "provider_details", "ui_visibility"}),
     ),
 }
 """The fields of each known part kind, split into those that count and those that do not."""
@@ -192,6 +198,8 @@ TOOL_DEFINITION_IGNORED: Final = frozenset(
         "unless_tool_kind",
         "toolset_id",
         "capability_id",
+        "ui_visibility",
+        "durable",
     }
 )
 """`ToolDefinition` fields that are local bookkeeping and stay out of the key."""
@@ -218,6 +226,7 @@ PARAMETER_IGNORED: Final = frozenset(
         "deferred_capability_ids",
         "instruction_visibility",
         "cache",
+        "deferred_capabilities",
     }
 )
 """`ModelRequestParameters` fields that stay out of the key (telemetry, visibility bookkeeping, prompt caching)."""
@@ -490,23 +499,107 @@ def _unserializable(value: Any) -> str:
     return f"<{type(value).__qualname__}>"
 
 
-def _tool_definitions(tools: Sequence[Any]) -> list[dict[str, Any]]:
+def tool_definitions(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """The fields of each `ToolDefinition` that reach the model, in canonical form."""
     return [{f: _jsonable(getattr(t, f, None)) for f in TOOL_DEFINITION_FIELDS} for t in tools]
 
 
 def canonical_parameters(params: ModelRequestParameters) -> dict[str, Any]:
     """The parts of `ModelRequestParameters` that reach the model, in canonical form."""
     out: dict[str, Any] = {f: _jsonable(getattr(params, f, None)) for f in PARAMETER_FIELDS}
-    out["function_tools"] = _tool_definitions(params.function_tools)
-    out["output_tools"] = _tool_definitions(params.output_tools)
+    out["function_tools"] = tool_definitions(params.function_tools)
+    out["output_tools"] = tool_definitions(params.output_tools)
     out["native_tools"] = [_jsonable(t) for t in params.native_tools]
     out["instructions"] = [getattr(p, "content", None) for p in (params.instruction_parts or ())]
     return out
 
 
-def model_identity(model: Model) -> dict[str, str]:
-    """Who answers: the provider system and the model name (an `agent.override(model=...)` is already applied)."""
-    return {"system": str(model.system), "name": str(model.model_name)}
+def model_identity(model: Model) -> dict[str, Any]:
+    """Who answers, by value: the model's class, provider system, model name, base URL and profile.
+
+    `model` is the model that serves the request (an `agent.override(model=...)`, a `ModelFallback` candidate
+    or a `SelectModel` choice already applied). Two model objects that agree on all of these send the same request
+    to the same endpoint; anything that differs (another deployment behind another base URL, a custom profile
+    that changes how tools or output are sent) gives another key. Wrappers of this library are skipped.
+    """
+    return {
+        "class": _model_classes(model),
+        "system": str(model.system),
+        "name": str(model.model_name),
+        "base_url": _text_or_none(getattr(model, "base_url", None)),
+        "profile": _profile_fingerprint(model),
+    }
+
+
+_OWN_WRAPPERS: Final = frozenset({"RetryingModel", "CachingModel"})
+
+
+def _model_classes(model: Model) -> list[str]:
+    classes: list[str] = []
+    current: Any = model
+    for _ in range(16):  # a chain of wrappers (instrumentation, the user's own) around the model that answers
+        cls = type(current)
+        if cls.__name__ not in _OWN_WRAPPERS:
+            classes.append(f"{cls.__module__}.{cls.__qualname__}")
+        current = getattr(current, "wrapped", None)
+        if current is None:
+            break
+    return classes
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+_profiles_lock = threading.Lock()
+_profiles: dict[int, tuple[Any, Any, str]] = {}
+"""Fingerprints of model profiles: `id -> (profile, copy when fingerprinted, fingerprint)`. The profile is held,
+so its `id` cannot be reused while it is here, and the copy is compared by value on every use, so a profile
+changed in place is fingerprinted again."""
+
+
+def _profile_fingerprint(model: Model) -> str | None:
+    try:
+        profile: Any = model.profile
+    except Exception:  # a model whose profile cannot be built: the rest of its identity still counts
+        return None
+    if profile is None:
+        return None
+    found = _profiles.get(id(profile))
+    if found is not None and found[0] is profile and found[1] == profile:
+        return found[2]
+    fingerprint = hashlib.sha256(dumps_canonical(_stable(profile)).encode()).hexdigest()[:32]
+    copied = dict(profile) if isinstance(profile, dict) else dataclasses.replace(profile) if _is_dc(profile) else None
+    with _profiles_lock:
+        if len(_profiles) > 256:
+            _profiles.clear()
+        _profiles[id(profile)] = (profile, copied if copied is not None else object(), fingerprint)
+    return fingerprint
+
+
+def _is_dc(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _stable(value: Any, depth: int = 0) -> Any:
+    """A form of `value` that is the same in every process (sets sorted, classes and functions by name)."""
+    if depth > 20:
+        return "<deep>"
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k): _stable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_stable(v, depth + 1) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_stable(v, depth + 1) for v in value), key=dumps_canonical)
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+    if _is_dc(value):
+        return {f.name: _stable(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def canonical_request(
@@ -515,7 +608,7 @@ def canonical_request(
     model_settings: ModelSettings | None,
     params: ModelRequestParameters,
 ) -> CanonicalRequest:
-    """The canonical form of one model request, as `wrap_model_request` sees it.
+    """The canonical form of one model request, as the model that serves it receives it.
 
     The model's own settings (`Model.settings`) are merged under the request's settings, as the model does.
     """
@@ -542,11 +635,18 @@ def digest(namespace: str, header_json: str, message_jsons: Sequence[str], *, ex
 
 def digest_json(namespace: str, header_json: str, messages_json: str, *, extra: str = "") -> str:
     """`digest` with the messages given as one canonical JSON array (the same bytes are hashed)."""
-    h = hashlib.sha256(f"pyai_caching/key/v{KEY_SCHEMA_VERSION}\x00{namespace}\x00{extra}\x00".encode())
-    h.update(header_json.encode())
+    h = hashlib.sha256(f"pyai_caching/key/v{KEY_SCHEMA_VERSION}\x00{namespace}\x00".encode())
+    h.update(_utf8(extra))
     h.update(b"\x00")
-    h.update(messages_json.encode())
+    h.update(_utf8(header_json))
+    h.update(b"\x00")
+    h.update(_utf8(messages_json))
     return h.hexdigest()
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, with lone surrogates (which `agent.run` accepts in a prompt) encoded rather than refused."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def request_digest(canonical: CanonicalRequest, namespace: str, *, extra: str = "") -> str:

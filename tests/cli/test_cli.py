@@ -221,7 +221,7 @@ def test_inspect_shows_the_request_and_the_response(cli: Cli, tmp_path: Path) ->
     assert "kind: run-level (a whole run)" in shown
     assert "Run messages" in shown
     assert "[user] make_profile prompt 0" in shown
-    assert re.search(r'Output *│\n│ {"age": 36, "name": "Ada"}', shown)
+    assert re.search(r'Final answer \(raw[^│]*│\n│ {"age": 36, "name": "Ada"}', shown)
 
 
 def test_inspect_shortens_long_messages_unless_full(cli: Cli, tmp_path: Path) -> None:

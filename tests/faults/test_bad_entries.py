@@ -55,7 +55,8 @@ async def test_a_bad_entry_is_a_miss_then_overwritten(
     assert await cached_agent_run(agent, "q", "t", redis_url=redis_url) == answer_to("q")
     assert echo.calls == 2  # a miss: the bad entries were not served
     for key in keys:
-        assert json.loads(redis_client.get(key) or b"")["version"] == 1  # overwritten with a good entry
+        doc = json.loads(redis_client.get(key) or b"")
+        assert doc["version"] == {"response": 1, "run": 2}[doc["kind"]]  # overwritten with a good entry
     assert await cached_agent_run(agent, "q", "t", redis_url=redis_url) == answer_to("q")
     assert echo.calls == 2  # and served again
     assert warnings_with(caplog, "unreadable entry")

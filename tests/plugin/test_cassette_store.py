@@ -69,7 +69,10 @@ async def test_records_a_readable_cassette_and_replays_it(tmp_path: Path) -> Non
     assert doc["version"] == 1
     [entry] = doc["entries"]
     assert entry["key"].startswith("pyai_caching:default:r:{")
-    assert entry["request"]["header"]["model"] == {"system": "function", "name": "stand-in"}
+    model = entry["request"]["header"]["model"]
+    assert (model["system"], model["name"], model["base_url"]) == ("function", "stand-in", None)
+    assert model["class"] == ["pydantic_ai.models.function.FunctionModel"]
+    assert len(model["profile"]) == 32  # a fingerprint of the model's profile, the same in every process
     assert entry["request"]["header"]["parameters"]["instructions"] == ["Make profiles."]
     user = [p for m in entry["request"]["messages"] for p in m["parts"] if p["part_kind"] == "user-prompt"]
     assert user == [{"part_kind": "user-prompt", "content": "Make a profile for Ada"}]

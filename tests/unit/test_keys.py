@@ -45,6 +45,7 @@ GENERIC_PART_KINDS = {
     "instruction-delta",
     "instruction-baseline",
     "compaction",
+    "capability",
 }
 
 
