@@ -16,7 +16,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
-from pydantic_ai import Agent
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.capabilities import Hooks, ProcessHistory
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -87,6 +88,9 @@ class Agents:
     """Tool-less, structured output: one model request per run (static: takes the run-level fast path)."""
     tool: Agent[None, UserProfile]
     """Calls `lookup_user` first, then answers: two model requests per run (request-level caching)."""
+    hooked: Agent[None, UserProfile]
+    """The profile agent with capabilities (a `before_model_request` hook and a history processor): one request per
+    run, served at request level, inside pydantic-ai's graph."""
     captured: dict[str, Any] = field(default_factory=dict)
     """`ModelRequestParameters` seen by the tool-using agent's model."""
     model_calls: dict[str, int] = field(default_factory=dict)
@@ -98,7 +102,7 @@ class Agents:
 def make_agents() -> Agents:
     """Build the two agents (each with its own `FunctionModel`)."""
     captured: dict[str, Any] = {}
-    model_calls = {"profile": 0, "tool": 0}
+    model_calls = {"profile": 0, "tool": 0, "hooked": 0}
     tool_calls = {"lookup_user": 0}
 
     def profile_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -131,7 +135,29 @@ def make_agents() -> Agents:
         tool_calls["lookup_user"] += 1
         return {"id": user_id, "name": "Ada Lovelace", "city": "London", "born": 1815}
 
-    return Agents(profile=profile, tool=tool, captured=captured, model_calls=model_calls, tool_calls=tool_calls)
+    def hooked_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        model_calls["hooked"] += 1
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, _PROFILE_ARGS)])
+
+    hooks: Hooks[None] = Hooks()
+
+    @hooks.on.before_model_request
+    async def tag_request(ctx: RunContext[None], request_context: Any) -> Any:
+        return request_context
+
+    hooked = Agent(
+        FunctionModel(hooked_model, model_name="hooked-model"),
+        output_type=UserProfile,
+        instructions="You write short, factual user profiles as structured data.",
+        capabilities=[hooks, ProcessHistory(_keep_last_ten)],
+    )
+    return Agents(
+        profile=profile, tool=tool, hooked=hooked, captured=captured, model_calls=model_calls, tool_calls=tool_calls
+    )
+
+
+def _keep_last_ten(messages: list[ModelMessage]) -> list[ModelMessage]:
+    return messages[-10:]
 
 
 def history(n: int) -> list[ModelMessage]:
