@@ -161,7 +161,9 @@ class Call:
     prompt: Any = "hello"
     kwargs: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
-    """Keywords for `cached_agent_run` only (cache_whole_run, deps_key, ...)."""
+    """Keywords for `cached_agent_run` only (cache_whole_run, deps_key, transcript_history, ...)."""
+    plain: dict[str, Any] = field(default_factory=dict)
+    """Keywords for the plain `agent.run` only (what a `cached_agent_run` keyword means there)."""
 
 
 @dataclass
@@ -231,7 +233,7 @@ async def cached(world: World, call: Call, run: str, store: Store) -> Outcome:
 async def _run(agent: Agent[Any, Any], call: Call, run: str, store: Store | None) -> Any:
     if run == "run":
         if store is None:
-            result = await agent.run(call.prompt, **call.kwargs)
+            result = await agent.run(call.prompt, **call.kwargs, **call.plain)
         else:
             result = await cached_agent_run(
                 agent, call.prompt, "differential", store=store, full_result=True, **call.cache, **call.kwargs

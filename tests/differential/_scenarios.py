@@ -166,6 +166,27 @@ def replace_model(w: World, c: Call) -> None:
     w.agent.model = Oracle(name="other-model").model()
 
 
+def override_instructions(w: World, c: Call) -> None:
+    w.state["override"] = w.agent.override(instructions="answer like a pirate")
+    w.state["override"].__enter__()
+
+
+def native_tools() -> World:
+    from pydantic_ai.capabilities import NativeTool
+    from pydantic_ai.native_tools import WebSearchTool
+
+    return world(capabilities=[NativeTool(WebSearchTool())])
+
+
+TRANSCRIPT_A = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "reply to one"}]
+TRANSCRIPT_B = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "reply to two"}]
+
+
+def transcript(turns: list[dict[str, str]]) -> Call:
+    plain = history(turns[0]["content"])
+    return Call("hello", {}, {"transcript_history": turns}, {"message_history": plain})
+
+
 def override_model(w: World, c: Call) -> None:
     w.state["override"] = w.agent.override(model=Oracle(name="overridden").model())
     w.state["override"].__enter__()
@@ -334,6 +355,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("model-fallback-recovers", fallback, recover_primary),
     Scenario("agent-model-replaced", world, replace_model),
     Scenario("agent-override-model", world, override_model),
+    Scenario("agent-override-instructions", lambda: world(instructions="be plain"), override_instructions),
     # Output code runs on a hit exactly as on a miss.
     Scenario("validator-applied-once", lambda: world(output_type=Price), with_prompt("again")),
     Scenario("secretstr-output", lambda: world(output_type=Creds), with_prompt("other")),
@@ -403,6 +425,8 @@ SCENARIOS: list[Scenario] = [
         with_kwargs(message_history=history("b")),
         call(message_history=history("a")),
     ),
+    Scenario("transcript-history", world, lambda w, c: transcript(TRANSCRIPT_B), transcript(TRANSCRIPT_A)),
+    Scenario("native-tools", native_tools, with_prompt("other")),
     # Dynamic configuration from deps and globals.
     Scenario("dynamic-system-prompt-deps", dynamic_system_prompt_from_deps, with_deps("bob"), call(deps="alice")),
     Scenario("dynamic-instructions-global", dynamic_instructions_from_global, set_global),
