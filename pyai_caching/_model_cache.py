@@ -33,7 +33,7 @@ from ._context import CallRecord
 from ._serialization import EntryMeta, ResponseEntry
 from ._stampede import Fill
 from .exceptions import CacheMissError
-from .keys import CanonicalRequest, canonical_request, entry_key, request_digest
+from .keys import CanonicalRequest, canonical_request, entry_key, request_digest, verify_direct_path
 from .types import CacheMode
 
 if TYPE_CHECKING:
@@ -117,7 +117,10 @@ class CachingModel(WrapperModel):
         self._cache.note_hit(self._served, entry, request.record)
         return fresh_response(entry)
 
-    async def _store(self, request: _Request, fill: Fill, response: ModelResponse, cost: Any) -> None:
+    async def _store(
+        self, request: _Request, fill: Fill, messages: list[ModelMessage], response: ModelResponse, cost: Any
+    ) -> None:
+        verify_direct_path(messages)
         if not request.mode.writes or response.state != "complete":
             return
         assert request.canonical is not None
@@ -179,7 +182,7 @@ class CachingModel(WrapperModel):
             await self._cache.check_budget(request.record)
             started = time.monotonic()
             response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-            await self._store(request, fill, response, self._sent(request, response))
+            await self._store(request, fill, messages, response, self._sent(request, response))
             logger.debug("stored %s after %.1f ms", request.key, (time.monotonic() - started) * 1000)
         return response
 
@@ -215,7 +218,7 @@ class CachingModel(WrapperModel):
             ) as stream:
                 yield stream
             response = stream.get()
-            await self._store(request, fill, response, self._sent(request, response))
+            await self._store(request, fill, messages, response, self._sent(request, response))
 
 
 def _displayable(value: Any) -> Any:

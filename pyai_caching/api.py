@@ -534,6 +534,12 @@ async def _store_run(
     _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt, recipe)
     ns = cache.resolved_namespace
     key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
+    if record.hits and not record.misses:
+        # Every request hit: the run that called the model stored this entry. Reading its head is cheap; encoding
+        # all of pydantic-ai's message types would cost the first call of a process hundreds of milliseconds.
+        stored = await cache.access.get_run(key, record, messages=False)
+        if stored is not None and stored.final == final:
+            return
     entry = RunEntry(
         meta=EntryMeta(
             namespace=ns,

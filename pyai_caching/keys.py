@@ -320,9 +320,10 @@ def _dumped_canonical(message: ModelMessage, ids: dict[str, str]) -> dict[str, A
 # part classes, whose counted fields hold plain JSON data (str, int, finite float, bool, None, and lists and
 # str-keyed dicts of those), the canonical form is read straight from the attributes instead. Anything else (an
 # image, a tool result that is a pydantic model, a subclass, a part kind not listed here) takes the reference
-# path, message by message. The first message that uses a class is canonicalized both ways and compared,
-# byte for byte: a class whose direct form ever differs from its dump (a newer pydantic-ai that serializes a
-# field differently) is sent down the reference path from then on, so keys never depend on which path ran.
+# path, message by message. On a miss (`verify_direct_path`), the first message that uses a class is
+# canonicalized both ways and compared, byte for byte: a class whose direct form ever differs from its dump (a
+# newer pydantic-ai that serializes a field differently) is sent down the reference path from then on, so keys
+# do not depend on which path ran.
 
 _NOT_PLAIN: Final = object()
 _DIRECT_CLASSES: Final = (
@@ -360,6 +361,8 @@ _candidates: dict[type, tuple[str, ...]] = {
 """Classes that may take the direct path, with their counted attributes, until their first message is compared."""
 _direct: dict[type, tuple[str, ...]] = {}
 """Classes whose direct form matched their dump. Replaced (never mutated) when a class is added."""
+_trusted: dict[type, tuple[str, ...]] = dict(_candidates)
+"""Classes that take the direct path: every candidate until a comparison shows a difference."""
 _verify_lock = threading.Lock()
 
 
@@ -425,34 +428,43 @@ def _direct_canonical(
 
 
 def _canonical_message(message: ModelMessage, ids: dict[str, str]) -> dict[str, Any]:
-    direct = _direct_canonical(message, ids, _direct)
+    direct = _direct_canonical(message, ids, _trusted)
     if direct is not None:
         return direct
-    return _verified_canonical(message, ids)
+    return _dumped_canonical(message, ids)
 
 
-def _verified_canonical(message: ModelMessage, ids: dict[str, str]) -> dict[str, Any]:
-    """The reference path; when the message has classes not compared yet, compare both paths on it."""
-    global _direct
-    new = [c for c in (type(message), *(type(p) for p in message.parts)) if c in _candidates and c not in _direct]
-    if not new:
-        return _dumped_canonical(message, ids)
-    before = dict(ids)
-    direct = _direct_canonical(message, ids, {**_direct, **_candidates})
-    direct_ids = dict(ids)
-    ids.clear()
-    ids.update(before)
-    reference = _dumped_canonical(message, ids)
-    if direct is None:  # a value that is not plain data: nothing learned about the classes
-        return reference
-    same = direct_ids == ids and json.dumps(direct, allow_nan=False) == json.dumps(reference, allow_nan=False)
-    with _verify_lock:
-        if same:
-            _direct = {**_direct, **{c: _candidates[c] for c in new if c in _candidates}}
-        else:
-            for c in new:
-                _candidates.pop(c, None)
-    return reference
+def verify_direct_path(messages: Sequence[ModelMessage]) -> None:
+    """Compare the direct path with pydantic-ai's serializer for classes not compared yet (once per class).
+
+    Called on a miss, where the model call dwarfs it: building pydantic-ai's message serializer costs the first
+    call of a process about 100 ms, which a hit should not pay. The direct path cannot make two different requests
+    share a key (it reads every counted field as plain data, and anything else takes the reference path); the
+    comparison keeps keys identical whichever path computed them, and a class that ever differs is sent down the
+    reference path from then on.
+    """
+    global _direct, _trusted
+    ids: dict[str, str] = {}
+    for message in messages:
+        new = [c for c in (type(message), *(type(p) for p in message.parts)) if c in _candidates and c not in _direct]
+        if not new:
+            continue
+        before = dict(ids)
+        direct = _direct_canonical(message, ids, _trusted)
+        direct_ids = dict(ids)
+        ids.clear()
+        ids.update(before)
+        reference = _dumped_canonical(message, ids)
+        if direct is None:  # a value that is not plain data: nothing learned about the classes
+            continue
+        same = direct_ids == ids and json.dumps(direct, allow_nan=False) == json.dumps(reference, allow_nan=False)
+        with _verify_lock:
+            if same:
+                _direct = {**_direct, **{c: _candidates[c] for c in new if c in _candidates}}
+            else:
+                for c in new:
+                    _candidates.pop(c, None)
+                _trusted = {**_candidates}
 
 
 def canonical_messages(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
