@@ -17,7 +17,6 @@ import hmac
 import json
 import re
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "SECRET_PLACEHOLDER_RE",
@@ -123,19 +122,16 @@ def redact(obj: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password replaced by `***` (the user name stays, it helps debugging)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """`url` with its password replaced by `***` (the user name stays, it helps debugging), also when the URL
+    cannot be parsed (several hosts, an unencoded `@` in the password) and when it is given as `?password=`."""
+    head, sep, rest = url.partition("://")
+    if not sep:
         return redact_url_in_text(url)
-    if parts.password is None:
-        return redact_url_in_text(url)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = f"{user}:***{rest[at:]}" if colon else rest
+    return redact_url_in_text(head + sep + rest)
 
 
 def redact_url_in_text(text: str) -> str:

@@ -43,7 +43,10 @@ def settings(tenant_token: str = SECRETS["access_token"]) -> dict[str, Any]:
         "extra_body": {
             "user_tier": "gold",
             "auth": {"access_token": tenant_token, "kind": "oauth"},
-            "accounts": [{"name": "a", "auth_token": SECRETS["auth_token"]}, {"refresh_token": SECRETS["refresh_token"]}],
+            "accounts": [
+                {"name": "a", "auth_token": SECRETS["auth_token"]},
+                {"refresh_token": SECRETS["refresh_token"]},
+            ],
             "db": {"Password": SECRETS["password"], "host": "db.internal"},
             "oauth": {"clientSecret": SECRETS["client_secret"]},
             "headers": {"Cookie": SECRETS["cookie"], "Authorization": SECRETS["authorization"], "X-Trace": "t1"},
