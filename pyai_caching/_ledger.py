@@ -45,7 +45,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ._ledger_outbox import LedgerWrite, Outage, Outbox
 from ._redact import redact_url_in_text
@@ -189,6 +189,14 @@ def _ledger_write(expense: Expense) -> LedgerWrite:
         values=tuple(values[metric] for metric in _METRICS),
         cost=expense.cost or Decimal(0),
     )
+
+
+_foreign_keys: set[str] = set()
+"""Ledger keys found holding something else (warned about once)."""
+
+
+def _wrong_type(error: Exception) -> bool:
+    return isinstance(error, ResponseError) and "WRONGTYPE" in str(error)
 
 
 def _error_text(error: BaseException) -> str:
@@ -366,8 +374,12 @@ class RedisSpendLedger:
         for metric, value in zip(_METRICS, write.values, strict=True):
             if value:
                 args += [metric, value]
-        client = await self.store._client()
-        return bool(await client.register_script(_APPLY)(keys=keys, args=args))
+        try:
+            client = await self.store._client()
+            return bool(await client.register_script(_APPLY)(keys=keys, args=args))
+        except BaseException:
+            self._outbox.forget_later(forget)  # deleting a marker twice is harmless; never deleting it is not
+            raise
 
     def _failed(self, writes: list[LedgerWrite], error: BaseException) -> None:
         if self._outbox.failed(writes):
@@ -406,7 +418,15 @@ class RedisSpendLedger:
         with self._flushers_lock:
             task = self._flushers.get(loop)
             if task is None or task.done():
-                self._flushers[loop] = loop.create_task(self._flush(), name="pyai_caching spend ledger flush")
+                task = loop.create_task(self._flush(), name="pyai_caching spend ledger flush")
+                task.add_done_callback(self._forget_flusher)
+                self._flushers[loop] = task
+
+    def _forget_flusher(self, task: asyncio.Task[None]) -> None:
+        with self._flushers_lock:
+            loop = task.get_loop()
+            if self._flushers.get(loop) is task:
+                del self._flushers[loop]
 
     async def _flush(self) -> None:
         """Send queued writes until the queue is empty, backing off while Redis does not answer."""
@@ -431,8 +451,6 @@ class RedisSpendLedger:
             if isinstance(error, asyncio.CancelledError):
                 self._outbox.requeue(failed)
             else:
-                if not isinstance(error, RedisError | OSError):
-                    logger.error("pyai_caching: unexpected spend ledger error (the expense is kept)", exc_info=error)
                 self._failed(failed, error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
@@ -499,9 +517,17 @@ class RedisSpendLedger:
                 pipe.hgetall(key)
             for write_id in markers:
                 pipe.get(_applied_key(write_id))
-            results = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not _wrong_type(result):
+                raise result
         rows: list[LedgerRow] = []
-        for (day, _), raw in zip(keys, results[: len(keys)], strict=True):
+        for (day, key), raw in zip(keys, results[: len(keys)], strict=True):
+            if isinstance(raw, Exception):  # not a hash: not ours (written by something else), skipped
+                log = logger.debug if key in _foreign_keys else logger.warning
+                _foreign_keys.add(key)
+                log("pyai_caching: the spend ledger key %s is not a hash; it is skipped", key)
+                continue
             rows.extend(_rows(day, raw, namespace=namespace, task=task))
         rows.sort(key=lambda r: (r.day or date.min, r.namespace, r.task, r.model))
         return rows, [found is not None for found in results[len(keys) :]]

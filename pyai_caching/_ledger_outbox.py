@@ -180,6 +180,11 @@ class Outbox:
             self._confirmed.extendleft(reversed(kept))
             return forget
 
+    def forget_later(self, ids: list[str]) -> None:
+        """Give back ids taken by `confirmed_to_forget` for a write that failed: the next write sends them."""
+        with self._lock:
+            self._confirmed.extendleft(reversed(ids))
+
     def protect(self, ids: Iterable[str]) -> None:
         """Keep the markers of `ids` in Redis (a reader is checking which of them are in) until `unprotect`."""
         with self._lock:

@@ -27,7 +27,9 @@ __all__ = [
     "secret_digest",
 ]
 
-_URL_CREDENTIALS_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]+)@")
+_URL_CREDENTIALS_RE = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,30}://)(?P<user>[^:@/\s]{0,256}):(?P<pw>[^/\s]{1,256})@"
+)
 _URL_PASSWORD_PARAM_RE = re.compile(r"(?i)([?&]password=)[^&#\s'\"]*")
 
 _SECRET_WORDS: Final = frozenset(

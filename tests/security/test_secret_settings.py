@@ -17,7 +17,14 @@ from _redis_servers import RedisServer
 from _security_kit import Echo, answer_to
 
 from pyai_caching import CacheMissError, LocalStore, RedisStore, Store, cached_agent_run
-from pyai_caching._redact import SECRET_PLACEHOLDER_RE, is_secret_name, redact, secret_digest
+from pyai_caching._redact import (
+    SECRET_PLACEHOLDER_RE,
+    is_secret_name,
+    redact,
+    redact_url,
+    redact_url_in_text,
+    secret_digest,
+)
 from pyai_caching.stores.cassette import CassetteStore
 
 SECRETS = {
@@ -220,3 +227,20 @@ def test_secret_looking_names(name: str) -> None:
 )
 def test_ordinary_names(name: str) -> None:
     assert not is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:pw-Secret1@host:6379/0", "redis://user:***@host:6379/0"),
+        ("redis://:pw-Secret1@host/0", "redis://:***@host/0"),
+        ("redis://user:pw@Secret1@host/0", "redis://user:***@host/0"),
+        ("redis+sentinel://:pw-Secret1@h1:26379,h2:26379/main", "redis+sentinel://:***@h1:26379,h2:26379/main"),
+        ("redis://host/0?password=pw-Secret1&db=1", "redis://host/0?password=***&db=1"),
+        ("redis://user@host/0", "redis://user@host/0"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "Secret1" not in redact_url_in_text(f"connecting to {url} failed")
