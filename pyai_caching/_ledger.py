@@ -465,8 +465,8 @@ class RedisSpendLedger:
             else ""
         )
         logger.warning(
-            "pyai_caching: the spend ledger at %s answers again after %.1f s: %d buffered expense(s) written, "
-            "%d already there (a lost reply) and not counted twice%s",
+            "pyai_caching: the spend ledger at %s is back: %.1f s after the first failure, %d buffered expense(s) "
+            "written, %d already there (a lost reply) and not counted twice%s",
             self.store.description,
             outage.seconds,
             outage.written,

@@ -131,7 +131,8 @@ class Outbox:
             self.dropped_cost += write.cost
             self._outage.dropped += 1
             self._outage.dropped_cost += write.cost
-            self._drop_warning_due = self._outage.dropped == 1
+            if self._outage.dropped == 1:
+                self._drop_warning_due = True
             return
         self._queue.append(write)
         self.buffered += 1

@@ -125,7 +125,7 @@ async def test_kill_9_and_restart_with_appendfsync_always_loses_and_doubles_noth
     assert status.written + status.duplicates == writers.recorded
     assert status.buffered > 0, "the fault was felt"
     assert len(ledger_lines(caplog, "cannot be written")) == 1, "one warning per outage"
-    assert len(ledger_lines(caplog, "answers again after")) == 1
+    assert len(ledger_lines(caplog, "is back:")) == 1
     assert_no_traceback(caplog)
 
 
@@ -177,7 +177,7 @@ async def test_a_10_s_outage_loses_and_doubles_nothing(
     assert await calls_in_ledger(ledger) == writers.recorded
     assert ledger.status().buffered > 1_000
     assert len(ledger_lines(caplog, "cannot be written")) == 1
-    assert len(ledger_lines(caplog, "answers again after")) == 1
+    assert len(ledger_lines(caplog, "is back:")) == 1
     assert_no_traceback(caplog)
 
 
@@ -212,7 +212,7 @@ async def test_a_full_buffer_drops_counts_and_warns_once(
     await asyncio.to_thread(server.start)
     assert await ledger.flush() == 0
     assert await calls_in_ledger(ledger) == 11
-    [back] = ledger_lines(caplog, "answers again after")
+    [back] = ledger_lines(caplog, "is back:")
     assert "10 buffered expense(s) written" in back
     assert "15 expense(s) ($7.500000) were dropped" in back
 
@@ -302,7 +302,7 @@ def test_expenses_buffered_at_exit_are_written_or_reported(
     if not back_before_exit:
         assert b"3 expense(s) ($0.750000) could not be written to the spend ledger" in err
         return
-    assert b"could not be written" not in err.split(b"answers again")[-1]
+    assert b"could not be written to the spend ledger" not in err
     with server.client() as client:
         calls = client.hget("pyai_caching_ledger:{v1}:total", "default|exit|m|calls")
     assert calls == b"3"
