@@ -100,6 +100,17 @@ _EXIT_FLUSH_SECONDS: Final = 3.0
 # ARGV: marker TTL (s), day TTL (s, 0: none), the field prefix, then (metric, increment) pairs.
 # Every command is in the documented minimal ACL rule; every key shares the {v1} hash tag (one Cluster slot).
 _APPLY: Final = """
+if redis.acl_check_cmd then
+  -- Redis does not undo a script's writes when a later command fails: refuse before writing anything
+  local needed = {{'SET', KEYS[3], '1', 'NX', 'EX', '1'}, {'HINCRBY', KEYS[1], 'f', '1'},
+    {'HINCRBY', KEYS[2], 'f', '1'}}
+  if ARGV[2] ~= '0' then needed[#needed + 1] = {'EXPIRE', KEYS[1], ARGV[2]} end
+  for _, command in ipairs(needed) do
+    if not redis.acl_check_cmd(unpack(command)) then
+      return redis.error_reply('NOPERM this user may not run ' .. command[1] .. ' on ' .. command[2])
+    end
+  end
+end
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 for i = 1, 2 do
   local kind = redis.call('TYPE', KEYS[i]).ok
