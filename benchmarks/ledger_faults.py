@@ -204,6 +204,8 @@ async def main() -> None:
     logging.getLogger("pyai_caching").propagate = False
     rows = []
     for name, persistence, fault, max_pending in SCENARIOS[:2] if options.quick else SCENARIOS:
+        if max_pending and not hasattr(RedisSpendLedger, "status"):
+            continue  # an older ledger has no buffer
         print(f"running: {name}", file=sys.stderr)
         rows.append(await run(name, persistence, fault, options.batch, max_pending))
     print("| scenario | recorded | expected | in ledger | lost | of which dropped (counted) | double | warnings "
