@@ -3,8 +3,9 @@
 Two rules, applied to a parsed JSON entry, returning a scrubbed copy:
 
 * **names**: in the request's settings (`request.header.settings`, at any depth: `extra_body`, header dicts),
-  the value of every key whose name looks like a credential (`api_key`, `authorization`, `password`, `secret`,
-  `*_token`, `cookie`, `*_headers`, ...) is replaced;
+  the value of every key whose name looks like a credential (`pyai_caching._redact.is_secret_name`: `api_key`,
+  `authorization`, `password`, `secret`, `token`, `access_token`, `cookie`, `session`, ...) is replaced (the
+  canonical request already holds only a digest there);
 * **shapes**: everywhere in the entry (messages, responses, settings), every string fragment shaped like a
   well-known credential is replaced: provider API keys (`sk-...`, `sk-ant-...`, `AIza...`, `gsk_...`, `hf_...`,
   `xai-...`), AWS access key ids, GitHub and Slack tokens, `Bearer ...`, `Authorization: ...`, JWTs, PEM private
@@ -20,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from ._redact import redact_url_in_text
+from ._redact import is_secret_name, redact_url_in_text
 
 __all__ = ["SCRUBBED", "Scrubber", "scrub_entry", "scrub_text"]
 
@@ -29,12 +30,6 @@ SCRUBBED: Final = "<scrubbed>"
 
 Scrubber = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 """A user hook: receives an entry (parsed JSON) and returns the entry to write (or `None` after editing it in place)."""
-
-_SECRET_NAME_RE: Final = re.compile(
-    r"(api[_-]?key|apikey|secret|passw(or)?d|authori[sz]ation|credential|cookie|private[_-]?key"
-    r"|(access|auth|bearer|refresh|session|id|security)[_-]?token|^token$|_headers?$|^headers?$)",
-    re.IGNORECASE,
-)
 
 # Every quantifier is bounded or anchored on a literal, so a long string (base64 image data) scans in linear time.
 _SHAPES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
@@ -88,10 +83,7 @@ def _scrub_values(obj: Any) -> Any:
 
 def _scrub_names(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {
-            k: (SCRUBBED if isinstance(k, str) and _SECRET_NAME_RE.search(k) else _scrub_names(v))
-            for k, v in obj.items()
-        }
+        return {k: (SCRUBBED if isinstance(k, str) and is_secret_name(k) else _scrub_names(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_scrub_names(v) for v in obj]
     return obj

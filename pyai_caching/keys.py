@@ -46,6 +46,7 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings, merge_model_settings
 from pydantic_core import to_jsonable_python
 
+from ._redact import is_secret_name, redact, secret_digest
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -245,7 +246,8 @@ SETTINGS_IGNORED: Final = frozenset(
 )
 """Model settings that change how a request is sent, not what the model answers."""
 
-_SECRET_SETTING_RE: Final = re.compile(r"(api_?key|secret|password|authorization|_headers$|_timeout$)", re.I)
+_TRANSPORT_SETTING_RE: Final = re.compile(r"(_headers|_timeout)$", re.I)
+"""Provider-specific transport settings (`*_headers`, `*_timeout`), dropped like `SETTINGS_IGNORED`."""
 
 
 # --- Canonical form ----------------------------------------------------------------------------------------
@@ -482,8 +484,10 @@ def canonical_dumped_messages(dumped: list[dict[str, Any]]) -> list[dict[str, An
 def canonical_settings(*layers: ModelSettings | None) -> dict[str, Any]:
     """Merge settings layers (later wins) and keep only the settings that can change the answer.
 
-    Transport settings (timeouts, retries, extra headers, prompt-cache hints) and anything that looks like a
-    credential are dropped, so that secrets never reach a key or an entry.
+    Transport settings (timeouts, retries, extra headers, prompt-cache hints) are dropped. The value of every
+    secret-looking name, at any depth (`extra_body={"auth": {"access_token": ...}}`), is replaced by its digest
+    placeholder (`pyai_caching._redact`): two credentials still give two keys, but no secret reaches a key, an
+    entry or a cassette in readable form.
     """
     merged: ModelSettings | None = None
     for layer in layers:
@@ -492,9 +496,9 @@ def canonical_settings(*layers: ModelSettings | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for name, value in merged.items():
-        if name in SETTINGS_IGNORED or _SECRET_SETTING_RE.search(name):
+        if name in SETTINGS_IGNORED or _TRANSPORT_SETTING_RE.search(name):
             continue
-        out[name] = _jsonable(value)
+        out[name] = secret_digest(_jsonable(value)) if is_secret_name(name) else redact(_jsonable(value))
     return out
 
 

@@ -65,6 +65,7 @@ from pydantic_ai.embeddings import Embedder, EmbeddingModel
 from redis.exceptions import ResponseError
 
 from ._redact import redact_url_in_text
+from ._scrub import scrub_text
 from .exceptions import ConfigurationError
 from .keys import KEY_PREFIX, dumps_canonical, entry_key
 from .stores import RedisStore, Store
@@ -100,7 +101,7 @@ _EPSILON: Final = 1e-6  # float32 rounding: two identical prompts must reach a t
 # --- Configuration -----------------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, repr=False)
 class SemanticCache:
     """Serve a stored answer when a new prompt means the same as a recorded one (off unless you pass one).
 
@@ -183,6 +184,14 @@ class SemanticCache:
             raise ConfigurationError(f"accept_hits must be True or False, got {self.accept_hits!r}")
         if self.index not in ("auto", "local"):
             raise ConfigurationError(f"index must be 'auto' or 'local', got {self.index!r}")
+
+    def __repr__(self) -> str:
+        # The embedder is shown by its identity, never by its own repr (a callable object may hold an API key).
+        return (
+            f"SemanticCache(embedder={_embedder_label(self)!r}, threshold={self.threshold!r}, "
+            f"max_candidates={self.max_candidates!r}, max_entries={self.max_entries!r}, name={self.name!r}, "
+            f"timeout={self.timeout!r}, accept_hits={self.accept_hits!r}, index={self.index!r})"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,7 +323,7 @@ async def _embed(config: SemanticCache, prompt: str) -> tuple[Vector, str] | Non
             "pyai_caching: embedder %s failed (%s: %s); semantic lookups are misses until it recovers",
             label,
             type(error).__name__,
-            redact_url_in_text(str(error))[:200],
+            scrub_text(redact_url_in_text(str(error)))[:200],
         )
         return None
     if _embedder_failing.pop(label, False):

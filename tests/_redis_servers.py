@@ -6,6 +6,7 @@ with RedisServer("--maxmemory", "1mb") as server:
     server.pause()   # SIGSTOP: connections hang, for timeout tests
     server.resume()  # SIGCONT
     server.stop()    # the port is refused
+    server.kill()    # kill -9
     server.start()   # same port, empty data
 ```
 """
@@ -171,6 +172,19 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the process (`kill -9`: no shutdown, nothing saved beyond what it already wrote) and wait for it.
+
+        `start()` brings it back on the same port and folder: with what its AOF holds when started with
+        `"--appendonly", "yes"`, empty otherwise.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        self._paused = False
 
     def pause(self) -> None:
         """SIGSTOP the process: it keeps its port but answers nothing (clients hang until their timeout)."""

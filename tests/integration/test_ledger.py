@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ from pyai_caching import (
     read_ledger,
     read_ledger_async,
 )
-from pyai_caching.recorders import LEDGER_KEY_PREFIX
+from pyai_caching.recorders import LEDGER_KEY_PREFIX, LedgerStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = datetime.now(UTC).date()
@@ -161,11 +162,55 @@ async def test_foreign_fields_are_ignored(redis_url: str, redis_client: redis.Re
     assert await RedisSpendLedger(redis_url).read(since=TODAY) == []
 
 
+async def test_markers_of_confirmed_writes_do_not_pile_up(redis_url: str, redis_client: redis.Redis) -> None:
+    """Each expense leaves an `applied:<id>` marker (what makes a retry harmless); the next writes delete the markers
+    of the writes already confirmed, so the ledger does not keep one key per call."""
+    ledger = RedisSpendLedger(redis_url)
+    for _ in range(50):
+        await ledger.record(expense())
+    await asyncio.gather(*(ledger.record(expense()) for _ in range(100)))
+    for _ in range(5):
+        await ledger.record(expense())
+    markers = list(redis_client.scan_iter(match=f"{LEDGER_KEY_PREFIX}applied:*"))
+    assert len(markers) == 1  # the last write's, until the next one
+    assert 7 * 86400 - 5 <= redis_client.ttl(markers[0]) <= 7 * 86400
+    [row] = await ledger.read(total=True)
+    assert row.calls == 155
+    assert ledger.status() == LedgerStatus(
+        pending=0, written=155, buffered=0, duplicates=0, dropped=0, dropped_cost=Decimal(0), down_since=None
+    )
+
+
+async def test_an_expense_is_all_in_or_not_at_all(
+    redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A planted value where the day's hash belongs: the expense is kept (not half-written into the totals) and
+    written, once, when the key is a hash again."""
+    day_key = f"{LEDGER_KEY_PREFIX}day:{TODAY.isoformat()}"
+    redis_client.set(day_key, "planted")
+    ledger = RedisSpendLedger(redis_url)
+    await ledger.record(expense(cost=Decimal("0.5")))
+    await ledger.record(expense(cost=Decimal("0.25")))
+    assert ledger.status().pending == 2
+    assert redis_client.exists(f"{LEDGER_KEY_PREFIX}total") == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "WRONGTYPE" in warning
+    assert "not a ledger hash" in warning
+    assert await ledger.spent("triage") == Decimal("0.75")  # a budget still sees it
+    redis_client.delete(day_key)
+    assert await ledger.flush() == 0
+    [row] = await ledger.read(since=TODAY)
+    [total] = await ledger.read(total=True)
+    assert (row.calls, row.cost) == (total.calls, total.cost) == (2, Decimal("0.75"))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
         ({"retention_days": 0}, "retention_days"),
         ({"retention_days": 1.5}, "retention_days"),
+        ({"max_pending": 0}, "max_pending"),
+        ({"max_pending": True}, "max_pending"),
     ],
 )
 def test_bad_ledger_options(redis_url: str, kwargs: dict[str, Any], fragment: str) -> None:

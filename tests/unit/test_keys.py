@@ -19,6 +19,7 @@ from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.tools import ToolDefinition
 
 from pyai_caching import ConfigurationError, keys
+from pyai_caching._redact import secret_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +149,7 @@ def test_secrets_in_settings_never_reach_the_canonical_form() -> None:
     canonical = keys.canonical_request(model, [], settings, ModelRequestParameters())
     text = keys.dumps_canonical(canonical.to_json_obj())
     assert "sk-secret" not in text
-    assert canonical.header["settings"] == {"temperature": 0.3}
+    assert canonical.header["settings"] == {"temperature": 0.3, "openai_api_key": secret_digest("sk-secret-456")}
 
 
 def test_key_is_stable_across_processes_and_hash_seeds() -> None:
