@@ -20,7 +20,7 @@ SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", 
 MAX_MESSAGE: Final = 200
 """An invalid-URL message is never longer than this."""
 
-_FORMS: Final = "forms: redis://host:6379/0, rediss://, unix:///path.sock, redis+sentinel://, redis+cluster://"
+_FORMS: Final = "forms: redis://host:6379/0, rediss://, unix://, redis+sentinel://, redis+cluster://"
 _MAX_SHOWN_URL: Final = 60
 _SCHEME_RE: Final = re.compile(r"^(?P<scheme>[^:/?#\s]*)://")
 _NAMED_SCHEME_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*):")
@@ -66,8 +66,8 @@ def nearest_url(url: str) -> str | None:
         return None
     scheme = match["scheme"].lower()
     close = difflib.get_close_matches(scheme, SCHEMES, n=1, cutoff=0.6)
-    if not close or close[0] == scheme:
-        return None
+    if not close or close[0] == scheme or (scheme.startswith("rediss") and not close[0].startswith("rediss")):
+        return None  # never suggest dropping TLS (`rediss+sentinel://` does not exist; `redis+sentinel://` is clear)
     return f"{close[0]}://{url[match.end() :]}"
 
 
@@ -76,11 +76,15 @@ def _clip(text: str, limit: int) -> str:
 
 
 def invalid_url_message(url: str, problem: str) -> str:
-    """One line under `MAX_MESSAGE` characters: the URL (credentials hidden), the problem, and the nearest valid
-    URL when there is a good guess, else the accepted forms."""
+    """One line of at most `MAX_MESSAGE` characters: the URL (credentials hidden), the problem, the nearest valid
+    URL when there is a good guess, and the accepted forms when they fit."""
     shown = hide_credentials(url.strip())
     guess = nearest_url(shown)
-    hint = f"did you mean {_clip(guess, _MAX_SHOWN_URL)!r}?" if guess is not None else _FORMS
     head = f"invalid Redis URL {_clip(shown, _MAX_SHOWN_URL)!r}: "
-    room = MAX_MESSAGE - len(head) - len(hint) - 2
-    return f"{head}{_clip(problem, max(room, 20))}; {hint}"[:MAX_MESSAGE]
+    hint = f"; did you mean {_clip(guess, _MAX_SHOWN_URL)!r}?" if guess is not None else ""
+    room = MAX_MESSAGE - len(head) - len(hint) - (0 if hint else len(_FORMS) + 2)
+    message = f"{head}{_clip(problem, max(room, 20))}{hint}"
+    forms = f" ({_FORMS})" if hint else f"; {_FORMS}"
+    if len(message) + len(forms) <= MAX_MESSAGE:
+        message += forms
+    return message[:MAX_MESSAGE]
