@@ -244,6 +244,14 @@ def _store_or_exit(redis_url: str | None, directory: str | None, as_json: bool) 
         _fail(str(e), ExitCode.USAGE, as_json)
 
 
+def _prefix_or_exit(namespace: str | None, as_json: bool) -> str:
+    """The key prefix of `--namespace` (every entry's without it); a namespace that cannot exist is a usage error."""
+    try:
+        return namespace_prefix(namespace)
+    except ConfigurationError as e:
+        _fail(str(e), ExitCode.USAGE, as_json)
+
+
 def _missing_file(store: Store) -> bool:
     """An embedded store whose file does not exist yet is empty; reading it must not create it."""
     return isinstance(store, LocalStore) and not store.path.exists()
@@ -520,6 +528,7 @@ def stats(
 ) -> None:
     """Entries, size and cost of the cache by namespace, model and task; oldest and newest entry; hits and misses
     (from the spend ledger, on Redis)."""
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
 
     async def work() -> _Stats:
@@ -530,7 +539,7 @@ def stats(
             return result
         counts = ScanCounts()
         with _progress(not as_json, "Scanning") as progress:
-            selection = Selection(prefix=namespace_prefix(namespace))
+            selection = Selection(prefix=prefix)
             async for info in read_entries(store, selection, counts=counts, progress=progress):
                 result.add(info)
         result.other_keys = counts.other_keys
@@ -701,6 +710,7 @@ def spend(
         _fail(str(e), e.code, as_json)
     except ValueError:
         _fail(f"--until must be a date such as 2026-11-30, got {until!r}", ExitCode.USAGE, as_json)
+    _prefix_or_exit(namespace, as_json)
     if directory is not None:
         _fail(_LEDGER_NEEDS_REDIS, ExitCode.USAGE, as_json)
     store = _store_or_exit(redis_url, None, as_json)
@@ -987,13 +997,14 @@ def inspect(
             ExitCode.USAGE,
             as_json,
         )
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
     if key is None and last is None:
         last = 10
 
     async def work() -> list[EntryInfo]:
         selection = Selection(
-            prefix=namespace_prefix(namespace),
+            prefix=prefix,
             task=task,
             digest_prefix=key.lower() if key is not None and not key.startswith(KEY_PREFIX) else None,
         )
@@ -1039,12 +1050,13 @@ def clear(
         age = parse_duration(older_than, "--older-than") if older_than is not None else None
     except CliError as e:
         _fail(str(e), e.code, as_json)
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
 
     async def find() -> tuple[list[str], int | None]:
         if _missing_file(store):
             return [], 0
-        selection = Selection(prefix=namespace_prefix(namespace), task=task, older_than=age)
+        selection = Selection(prefix=prefix, task=task, older_than=age)
         with _progress(not as_json, "Scanning") as progress:
             if not selection.needs_values:  # the keys alone decide: no need to read the values
                 return [key async for key in entry_keys(store, selection.prefix, progress)], None

@@ -127,3 +127,17 @@ def test_spend_of_an_unknown_namespace_names_those_with_spend(cli: Cli, redis_ur
 def test_spend_of_an_empty_ledger_says_how_to_record(cli: Cli, redis_url: str) -> None:
     text = " ".join(cli("spend", "--redis-url", redis_url, "-n", "tenant-a").stdout.split())
     assert "Nothing at all is recorded for that period." in text
+
+
+# --- namespaces --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["stats"], ["inspect", "--last", "1"], ["clear", "--yes"], ["spend"]])
+def test_a_namespace_that_cannot_exist_is_a_usage_error_even_on_an_empty_store(
+    cli: Cli, tmp_path: Path, redis_url: str, command: list[str]
+) -> None:
+    where = ["--redis-url", redis_url] if command == ["spend"] else ["--dir", str(tmp_path / "empty")]
+    result = cli(*command, *where, "--namespace", "tenant a/b")
+    assert result.exit_code == ExitCode.USAGE
+    assert "namespace 'tenant a/b' is not allowed" in result.stderr
+    assert not (tmp_path / "empty").exists()
