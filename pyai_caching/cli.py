@@ -458,8 +458,11 @@ def _cost_text(cost: Decimal, unpriced: int, count: int) -> str:
     return _usd(cost) + (f" + {unpriced:,} unpriced" if unpriced else "")
 
 
-_GROUP_COLUMNS: Final = (Column(header="Entries", drop_order=1), Column(header="Size", drop_order=0),
-                          Column(header="Cost", drop_order=2))  # fmt: skip
+_GROUP_COLUMNS: Final = (
+    Column(header="Entries", drop_order=1),
+    Column(header="Size", drop_order=0),
+    Column(header="Cost", drop_order=2),
+)
 
 
 def _group_table(console: Console, title: str, column: str, groups: dict[Any, _Group]) -> Table:

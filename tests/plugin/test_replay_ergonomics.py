@@ -128,7 +128,7 @@ def test_placeholders_fill_only_unset_variables(pytester: pytest.Pytester) -> No
         "    assert os.environ['GEMINI_API_KEY'] == 'gemini-mine'\n"
         "    assert 'GOOGLE_API_KEY' not in os.environ  # the provider reads either: the set one is enough\n"
         f"    assert os.environ['GROQ_API_KEY'] == {PLACEHOLDER!r}  # empty counts as unset\n",
-        name="test_keys",
+        name="test_placeholder_values",
     )
     result = run(pytester, ANTHROPIC_API_KEY="sk-ant-mine", GEMINI_API_KEY="gemini-mine", GROQ_API_KEY="")
     result.assert_outcomes(passed=1)
