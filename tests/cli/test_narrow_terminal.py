@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 from _agents import Counter
-from _cli_support import PRICES, ROOT, Cli, fill, run
+from _cli_support import PRICES, ROOT, Cli, fill, run, squeezed
 from pydantic_ai import Agent
 
 from pyai_caching import LocalStore, RedisStore, cached_agent_run
@@ -21,11 +21,6 @@ from pyai_caching.recorders import RedisSpendLedger
 NARROW = {"COLUMNS": "80"}
 MODELS = ("a" * 36, "b" * 36)  # `function:aaaa…` and `function:bbbb…` are only told apart by their full names
 TASKS = ("make_profile_for_the_customer_on_boarding_flow", "make_profile_for_the_customer_off_boarding_flow")
-
-
-def squeezed(text: str) -> str:
-    """`text` without whitespace and box-drawing characters: a folded value reads whole again."""
-    return re.sub(r"[\s\u2500-\u257f]", "", text)
 
 
 async def record(store: RedisStore) -> None:
