@@ -18,20 +18,23 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from ._serialization import _SIG_LEN, _SIG_PREFIX, ENTRY_FORMAT_VERSION, ENTRY_VERSIONS
+from ._serialization import _SIG_LEN, _SIG_PREFIX, ENTRY_VERSIONS
 from .keys import KEY_PREFIX
 from .stores import Store
 
 __all__ = [
+    "MAX_DEPTH",
     "EntryInfo",
     "KeyParts",
     "ScanCounts",
     "Selection",
+    "StoredValueError",
     "delete_keys",
     "entry_keys",
     "parse_entry",
     "parse_key",
     "read_entries",
+    "read_value",
 ]
 
 ENTRY_KINDS: Final = {"r": "response", "run": "run"}
@@ -41,7 +44,6 @@ _KEY_RE: Final = re.compile(
     r"^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):(?P<kind>[^:]+):\{(?P<digest>[0-9a-f]{64})\}$"
 )
 _BATCH: Final = 64
-_WRONG_TYPE: Final = b"\x00wrong-type"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,47 +103,101 @@ class EntryInfo:
         return self.error is None
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
+_MAX_COST: Final = Decimal(10) ** 9
+"""A cost above this (USD, for one entry) is not a cost but planted data: it is shown as unknown."""
+_MAX_TIME: Final = 253402300799.0
+"""The last second of year 9999: a `created_at` outside 0 to this is shown as unknown."""
+MAX_DEPTH: Final = 200
+"""An envelope nested deeper than this is not one this library wrote: it is counted as unreadable, not shown."""
+
+
+def _cost(value: Any) -> Decimal | None:
+    """A finite cost from 0 to `_MAX_COST`, or `None` (unknown) for anything else."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return Decimal(str(value))
-    except InvalidOperation:
+        cost = Decimal(str(value)) if not isinstance(value, int) else Decimal(value)
+    except (InvalidOperation, ValueError):
         return None
+    return cost if cost.is_finite() and 0 <= cost <= _MAX_COST else None
 
 
-def parse_entry(key: str, parts: KeyParts, raw: bytes, *, keep_document: bool = False) -> EntryInfo:
-    """Read an entry's envelope; a value that is not one is returned with `error` set, never raised."""
-    signed = raw.startswith(_SIG_PREFIX)
-    info = EntryInfo(key=key, parts=parts, size=len(raw), signed=signed)
-    if raw == _WRONG_TYPE:
-        info.size = 0
-        info.error = "the key holds a Redis type other than a string"
-        return info
-    payload = raw[len(_SIG_PREFIX) + _SIG_LEN + 1 :] if signed else raw
+def _time(value: Any) -> float | None:
+    """A Unix time from 1970 to year 9999, or `None` (unknown) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if 0 <= seconds <= _MAX_TIME else None  # NaN fails both comparisons
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether `document` nests lists and objects deeper than `limit` (iterative: no recursion on planted data)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
+
+
+def _shown(value: Any) -> str:
+    """A short, safe rendering of a planted value for an error message."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge number"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _envelope(payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The decoded envelope, or why the payload is not one."""
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
-        info.error = "not JSON (corrupt, truncated or written by another application)"
-        return info
+        return None, "not JSON (corrupt, truncated or written by another application)"
+    except RecursionError:
+        return None, "JSON nested too deeply to read (not written by this library)"
     if not isinstance(doc, dict) or doc.get("format") != "pyai_caching":
-        info.error = "not an entry of this library"
+        return None, "not an entry of this library"
+    if doc.get("kind") not in ("response", "run") or not isinstance(doc.get("meta"), dict):
+        return None, "malformed envelope (no kind or meta)"
+    version, expected = doc.get("version"), ENTRY_VERSIONS[doc["kind"]]
+    if isinstance(version, bool) or version != expected:
+        return None, f"envelope version {_shown(version)} (this library reads {expected} for {doc['kind']} entries)"
+    return doc, None
+
+
+def parse_entry(key: str, parts: KeyParts, raw: bytes | StoredValueError, *, keep_document: bool = False) -> EntryInfo:
+    """Read an entry's envelope; a value that is not one is returned with `error` set, never raised.
+
+    Meta fields of the wrong type or out of range (a `created_at` in year 10^300, a cost of `1e999999999`) are
+    shown as unknown: the entry itself can still be served, and the rest of it is still shown.
+    """
+    if isinstance(raw, StoredValueError):
+        return EntryInfo(key=key, parts=parts, size=raw.size, signed=False, error=raw.reason)
+    signed = raw.startswith(_SIG_PREFIX)
+    info = EntryInfo(key=key, parts=parts, size=len(raw), signed=signed)
+    doc, info.error = _envelope(raw[len(_SIG_PREFIX) + _SIG_LEN + 1 :] if signed else raw)
+    if doc is None:
         return info
-    expected = ENTRY_VERSIONS.get(doc.get("kind"), ENTRY_FORMAT_VERSION)  # type: ignore[arg-type]
-    if doc.get("version") != expected:
-        info.error = f"envelope version {doc.get('version')!r} (this library reads {expected})"
+    if _depth_exceeds(doc, MAX_DEPTH):
+        info.error = f"nested deeper than {MAX_DEPTH} levels (not written by this library)"
         return info
-    meta = doc.get("meta")
-    if doc.get("kind") not in ("response", "run") or not isinstance(meta, dict):
-        info.error = "malformed envelope (no kind or meta)"
-        return info
-    created = meta.get("created_at")
+    meta = doc["meta"]
     info.kind = doc["kind"]
-    info.created_at = float(created) if isinstance(created, int | float) else None
-    info.namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
-    info.model = meta.get("model") if isinstance(meta.get("model"), str) else None
-    info.task = meta.get("task") if isinstance(meta.get("task"), str) else None
-    info.cost = _decimal(meta.get("cost"))
+    info.created_at = _time(meta.get("created_at"))
+    info.namespace = _text(meta.get("namespace"))
+    info.model = _text(meta.get("model"))
+    info.task = _text(meta.get("task"))
+    info.cost = _cost(meta.get("cost"))
     requests = meta.get("requests")
     info.requests = requests if isinstance(requests, int) and not isinstance(requests, bool) else 1
     if keep_document:
@@ -190,19 +246,46 @@ class ScanCounts:
     """Keys under the prefix that are not entries (locks, ledgers, ...)."""
 
 
-async def _get_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:
-    values: list[bytes | BaseException | None] = await asyncio.gather(
-        *(store.get(k) for k in keys), return_exceptions=True
-    )
-    out: list[bytes | None] = []
-    for value in values:
-        if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
-            out.append(_WRONG_TYPE)  # a key of ours holding a hash, list, ...: an unreadable entry
-        elif isinstance(value, BaseException):
-            raise value
-        else:
-            out.append(value)
-    return out
+@dataclass(frozen=True, slots=True)
+class StoredValueError:
+    """A key whose value the store could not return as bytes (it holds another type)."""
+
+    reason: str
+    """What is wrong, for the user."""
+    size: int = 0
+    """Bytes, when known."""
+
+
+_UNREADABLE_VALUE_ERRORS: Final = (TypeError, ValueError, OverflowError, MemoryError)
+"""What a store raises for a value of another type than bytes (a planted SQLite TEXT or INTEGER value)."""
+
+
+def _checked(value: object) -> bytes | StoredValueError | None:
+    """A store's answer for one key: bytes, `None`, or a `StoredValueError` for a value of another type."""
+    if isinstance(value, ResponseError) and "WRONGTYPE" in str(value):
+        return StoredValueError("the key holds a Redis type other than a string")
+    if isinstance(value, _UNREADABLE_VALUE_ERRORS):
+        return StoredValueError(f"the store cannot return the value as bytes ({type(value).__name__})")
+    if isinstance(value, BaseException):
+        raise value  # the store is down, refuses us, ...: the command fails
+    if value is None or isinstance(value, bytes):
+        return value
+    return StoredValueError(f"the store returned a {type(value).__name__}, not bytes")
+
+
+async def read_value(store: Store, key: str) -> bytes | StoredValueError | None:
+    """The value of `key`, a `StoredValueError` when it is not bytes, or `None` when there is none."""
+    value: object
+    try:
+        value = await store.get(key)
+    except Exception as e:
+        value = e
+    return _checked(value)
+
+
+async def _get_many(store: Store, keys: Sequence[str]) -> list[bytes | StoredValueError | None]:
+    values: list[object] = await asyncio.gather(*(store.get(k) for k in keys), return_exceptions=True)
+    return [_checked(value) for value in values]
 
 
 async def read_entries(

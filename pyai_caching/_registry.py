@@ -10,10 +10,11 @@ import logging
 import os
 import threading
 
+from ._urls import invalid_url_message, scheme_problem
 from .exceptions import ConfigurationError
 from .stores import LocalStore, RedisStore, Store
 
-__all__ = ["REDIS_URL_ENV", "CACHE_DIR_ENV", "resolve_store"]
+__all__ = ["CACHE_DIR_ENV", "REDIS_URL_ENV", "check_redis_url", "resolve_store"]
 
 logger = logging.getLogger("pyai_caching")
 
@@ -25,6 +26,13 @@ CACHE_DIR_ENV = "LLM_CACHE_DIR"
 
 _lock = threading.Lock()
 _stores: dict[tuple[str, str], Store] = {}
+
+
+def check_redis_url(url: str) -> None:
+    """Raise `ConfigurationError` with a short message (and the nearest valid URL) for a URL of no Redis scheme."""
+    problem = scheme_problem(url)
+    if problem is not None:
+        raise ConfigurationError(invalid_url_message(url, problem))
 
 
 def resolve_store(redis_url: str | None = None, store: Store | None = None) -> Store:
@@ -47,10 +55,11 @@ def resolve_store(redis_url: str | None = None, store: Store | None = None) -> S
             found = _stores.get(key)
             if found is None:
                 try:
+                    check_redis_url(url)
                     found = _stores[key] = RedisStore(url)
                 except ConfigurationError as e:
                     raise ConfigurationError(f"{'redis_url' if redis_url else REDIS_URL_ENV}: {e}") from None
-                logger.info("pyai_caching: using Redis store %s", found.description)
+                logger.info("using Redis store %s", found.description)
         return found
     directory = os.environ.get(CACHE_DIR_ENV) or ""
     key = ("local", directory)
@@ -59,7 +68,7 @@ def resolve_store(redis_url: str | None = None, store: Store | None = None) -> S
         if found is None:
             found = _stores[key] = LocalStore(directory or None)
             logger.info(
-                "pyai_caching: no Redis URL configured (%s); using the embedded store %s",
+                "no Redis URL configured (%s); using the embedded store %s",
                 REDIS_URL_ENV,
                 found.description,
             )

@@ -12,6 +12,7 @@ something new makes the next request miss, which is correct.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
@@ -26,6 +27,7 @@ from pydantic_ai.tools import RunContext
 
 from ._access import OnCacheError, StoreAccess
 from ._context import CallRecord, current_call
+from ._redact import redact_url
 from ._registry import resolve_store
 from ._serialization import ResponseEntry
 from ._stampede import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
@@ -129,6 +131,15 @@ class ResponseCache(AbstractCapability[Any]):
             secret=check_secret(self.secret),
             timeout=self.cache_timeout,
         )
+
+    def __repr__(self) -> str:
+        # The dataclass repr would show the Redis password and the signing secret.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        if shown.get("redis_url") is not None:
+            shown["redis_url"] = redact_url(shown["redis_url"])
+        if shown.get("secret") is not None:
+            shown["secret"] = "***"
+        return f"ResponseCache({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @classmethod
     def get_serialization_name(cls) -> str | None:

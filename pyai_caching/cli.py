@@ -36,7 +36,7 @@ from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -52,9 +52,12 @@ from ._browse import (
     parse_entry,
     parse_key,
     read_entries,
+    read_value,
 )
+from ._escape import escape_json_text, escape_text
 from ._redact import redact_url_in_text
-from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV
+from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, check_redis_url
+from ._tables import Column, fitted_table
 from ._version import __version__
 from .exceptions import ConfigurationError
 from .keys import KEY_PREFIX, namespace_prefix
@@ -132,9 +135,10 @@ class CliError(Exception):
 
 def _fail(message: str, code: ExitCode, as_json: bool) -> NoReturn:
     if as_json:
-        sys.stderr.write(json.dumps({"error": message, "exit_code": int(code)}) + "\n")
+        sys.stderr.write(escape_json_text(json.dumps({"error": message, "exit_code": int(code)}, ensure_ascii=False)))
+        sys.stderr.write("\n")
     else:
-        sys.stderr.write(f"pyai-caching: error: {message}\n")
+        sys.stderr.write(f"pyai-caching: error: {escape_text(message)}\n")
     sys.stderr.flush()
     raise typer.Exit(int(code))
 
@@ -144,22 +148,30 @@ def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
-def _unreachable(store: Store | None, error: BaseException) -> str:
+def _store_failure(store: Store | None, error: BaseException) -> tuple[str, ExitCode]:
+    """What to say when the store fails a command, and the exit code."""
     where = store.description if store is not None else "the store"
     if isinstance(store, LocalStore):
         return (
             f"cannot use the embedded store {store.path} ({_short(error)}); check that the folder exists and is "
             f"readable and writable, or pass --dir with another folder"
-        )
+        ), ExitCode.UNREACHABLE
     if isinstance(error, AuthenticationError) or "NOAUTH" in str(error) or "WRONGPASS" in str(error):
         return (
             f"Redis at {where} refused the credentials ({_short(error)}); put the right user and password in "
             f"the URL (redis://user:password@host:port/db)"
-        )
+        ), ExitCode.UNREACHABLE
+    if isinstance(error, ResponseError) and "DB index is out of range" in str(error):
+        return (
+            f"the database in {where} does not exist on that server (it has fewer databases: 16 by default, "
+            f"0 to 15, set by `databases` in redis.conf); pass a URL ending in an existing /db"
+        ), ExitCode.USAGE
+    if isinstance(error, ResponseError):
+        return f"Redis at {where} answered with an error ({_short(error)})", ExitCode.UNREACHABLE
     return (
         f"cannot reach Redis at {where} ({_short(error)}); start the server or pass a reachable --redis-url "
         f"(or set {REDIS_URL_ENV})"
-    )
+    ), ExitCode.UNREACHABLE
 
 
 def _execute(as_json: bool, store: Store | None, work: Callable[[], Awaitable[T]]) -> T:
@@ -173,7 +185,8 @@ def _execute(as_json: bool, store: Store | None, work: Callable[[], Awaitable[T]
     except ConfigurationError as e:
         _fail(str(e), ExitCode.USAGE, as_json)
     except (RedisError, sqlite3.Error, OSError) as e:
-        _fail(redact_url_in_text(_unreachable(store, e)), ExitCode.UNREACHABLE, as_json)
+        message, code = _store_failure(store, e)
+        _fail(redact_url_in_text(message), code, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", ExitCode.INTERRUPTED, as_json)
     except Exception as e:
@@ -217,6 +230,7 @@ def _open_store(redis_url: str | None, directory: str | None) -> Store:
 
 
 def _redis_store(url: str) -> RedisStore:
+    check_redis_url(url)
     # A command line can wait a little longer than a model call would.
     return RedisStore(url, socket_timeout=5.0, connect_timeout=3.0, client_name="pyai_caching-cli")
 
@@ -226,6 +240,14 @@ def _store_or_exit(redis_url: str | None, directory: str | None, as_json: bool) 
         return _open_store(redis_url, directory)
     except CliError as e:
         _fail(str(e), e.code, as_json)
+    except ConfigurationError as e:
+        _fail(str(e), ExitCode.USAGE, as_json)
+
+
+def _prefix_or_exit(namespace: str | None, as_json: bool) -> str:
+    """The key prefix of `--namespace` (every entry's without it); a namespace that cannot exist is a usage error."""
+    try:
+        return namespace_prefix(namespace)
     except ConfigurationError as e:
         _fail(str(e), ExitCode.USAGE, as_json)
 
@@ -306,11 +328,18 @@ def _when(ts: float | None, now: float) -> str:
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """JSON on stdout, every control character from data escaped (so that `cat` of it cannot drive a terminal)."""
+    sys.stdout.write(escape_json_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str)) + "\n")
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    # No markup: `[` in a path or a task name is text. Data is escaped with `_safe` before it gets here.
+    return Console(highlight=False, markup=False)
+
+
+def _safe(value: Any, *, multiline: bool = False) -> Text:
+    """Data for the terminal: every control character escaped; long words folded, never cut."""
+    return Text(escape_text(str(value), multiline=multiline), overflow="fold")
 
 
 @contextmanager
@@ -429,24 +458,32 @@ def _cost_text(cost: Decimal, unpriced: int, count: int) -> str:
     return _usd(cost) + (f" + {unpriced:,} unpriced" if unpriced else "")
 
 
-def _group_table(title: str, column: str, groups: dict[Any, _Group]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold")
-    table.add_column(column)
-    table.add_column("Entries", justify="right")
-    table.add_column("Size", justify="right")
-    table.add_column("Cost", justify="right")
-    for name, group in sorted(groups.items(), key=lambda kv: (-kv[1].entries, str(kv[0]))):
-        cost = _cost_text(group.cost, group.unpriced, group.responses)
-        table.add_row(Text(name if name is not None else "(none)"), f"{group.entries:,}", _size(group.size), cost)
-    return table
+_GROUP_COLUMNS: Final = (
+    Column(header="Entries", drop_order=1),
+    Column(header="Size", drop_order=0),
+    Column(header="Cost", drop_order=2),
+)
+
+
+def _group_table(console: Console, title: str, column: str, groups: dict[Any, _Group]) -> Table:
+    rows: list[list[str | Text]] = [
+        [
+            _safe(name if name is not None else "(none)"),
+            f"{group.entries:,}",
+            _size(group.size),
+            _cost_text(group.cost, group.unpriced, group.responses),
+        ]
+        for name, group in sorted(groups.items(), key=lambda kv: (-kv[1].entries, str(kv[0])))
+    ]
+    return fitted_table(console, title, [Column(header=column), *_GROUP_COLUMNS], rows)
 
 
 def _print_stats(stats: _Stats, now: float) -> None:
     console = _console()
     summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("Store", Text(stats.store + (" (no cache file yet)" if stats.no_file else "")))
+    summary.add_column(style="bold", no_wrap=True)
+    summary.add_column(overflow="fold")
+    summary.add_row("Store", _safe(stats.store + (" (no cache file yet)" if stats.no_file else "")))
     if stats.total.entries:
         summary.add_row(
             "Entries",
@@ -460,7 +497,11 @@ def _print_stats(stats: _Stats, now: float) -> None:
     else:
         summary.add_row("Entries", "0")
     if stats.unreadable:
-        summary.add_row("Unreadable", f"{stats.unreadable:,} ({_size(stats.unreadable_size)}): overwritten on next use")
+        summary.add_row(
+            "Unreadable",
+            f"{stats.unreadable:,} ({_size(stats.unreadable_size)}): corrupt, foreign or of another version "
+            "(`inspect KEY` says why)",
+        )
     if stats.other_keys:
         summary.add_row("Other keys", f"{stats.other_keys:,} (locks, ledgers: not entries)")
     c = stats.counters
@@ -472,13 +513,13 @@ def _print_stats(stats: _Stats, now: float) -> None:
             f"saved {_usd(Decimal(c['saved']))})",
         )
     else:
-        summary.add_row("Hits / misses", Text(stats.counters_note, style="dim"))
+        summary.add_row("Hits / misses", Text(escape_text(stats.counters_note), style="dim"))
     console.print(summary)
     if stats.total.entries:
         console.print()
-        console.print(_group_table("By namespace", "Namespace", stats.by_namespace))
-        console.print(_group_table("By model", "Model", stats.by_model))
-        console.print(_group_table("By task", "Task", stats.by_task))
+        console.print(_group_table(console, "By namespace", "Namespace", stats.by_namespace))
+        console.print(_group_table(console, "By model", "Model", stats.by_model))
+        console.print(_group_table(console, "By task", "Task", stats.by_task))
 
 
 @app.command()
@@ -490,6 +531,7 @@ def stats(
 ) -> None:
     """Entries, size and cost of the cache by namespace, model and task; oldest and newest entry; hits and misses
     (from the spend ledger, on Redis)."""
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
 
     async def work() -> _Stats:
@@ -500,7 +542,7 @@ def stats(
             return result
         counts = ScanCounts()
         with _progress(not as_json, "Scanning") as progress:
-            selection = Selection(prefix=namespace_prefix(namespace))
+            selection = Selection(prefix=prefix)
             async for info in read_entries(store, selection, counts=counts, progress=progress):
                 result.add(info)
         result.other_keys = counts.other_keys
@@ -594,14 +636,48 @@ def _spend_cells(sums: dict[str, Any]) -> list[str]:
     ]
 
 
-def _spend_table(title: str, column: str, groups: list[tuple[str, dict[str, Any]]], total: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", show_footer=len(groups) > 1)
-    footer = ["Total", *_spend_cells(total)]
-    for i, header in enumerate((column, "Calls", "Requests", "Hits", "Misses", "Hit rate", "Spent", "Saved")):
-        table.add_column(header, footer=footer[i], justify="left" if i == 0 else "right")
-    for name, sums in groups:
-        table.add_row(Text(name), *_spend_cells(sums))
-    return table
+_SPEND_COLUMNS: Final = tuple(
+    Column(header=header, drop_order=order)
+    for header, order in (
+        ("Calls", 0),
+        ("Requests", 2),
+        ("Hits", 3),
+        ("Misses", 1),
+        ("Hit rate", 4),
+        ("Spent", 6),
+        ("Saved", 5),
+    )
+)
+
+
+def _spend_table(
+    console: Console, title: str, column: str, groups: list[tuple[str, dict[str, Any]]], total: dict[str, Any]
+) -> Table:
+    return fitted_table(
+        console,
+        title,
+        [Column(header=column), *_SPEND_COLUMNS],
+        [[_safe(name), *_spend_cells(sums)] for name, sums in groups],
+        footer=["Total", *_spend_cells(total)] if len(groups) > 1 else None,
+    )
+
+
+async def _recorded_elsewhere(
+    ledger: Any, first: date, last: date, all_time: bool, namespace: str | None, task: str | None
+) -> str:
+    """When a filtered `spend` finds nothing: the namespaces (or the tasks) that do have spend in the period."""
+    if namespace is None and task is None:
+        return ""
+    rows = await ledger.read(first, last, total=all_time)
+    if namespace is not None and all(r.namespace != namespace for r in rows):
+        names, what = {r.namespace for r in rows}, "Namespaces"
+    else:
+        names = {r.task for r in rows if namespace is None or r.namespace == namespace}
+        what = "Tasks" if namespace is None else f"Tasks of namespace {namespace!r}"
+    if not names:
+        return " Nothing at all is recorded for that period."
+    shown = ", ".join(sorted(names)[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return f" {what} with spend in that period: {shown}."
 
 
 @app.command()
@@ -637,6 +713,7 @@ def spend(
         _fail(str(e), e.code, as_json)
     except ValueError:
         _fail(f"--until must be a date such as 2026-11-30, got {until!r}", ExitCode.USAGE, as_json)
+    _prefix_or_exit(namespace, as_json)
     if directory is not None:
         _fail(_LEDGER_NEEDS_REDIS, ExitCode.USAGE, as_json)
     store = _store_or_exit(redis_url, None, as_json)
@@ -644,19 +721,22 @@ def spend(
         _fail(_LEDGER_NEEDS_REDIS, ExitCode.USAGE, as_json)
     groups = by or [By.task, By.model]
 
-    async def work() -> Any:
+    async def work() -> tuple[Any, str]:
         from .recorders import RedisSpendLedger
 
         ledger = RedisSpendLedger(store=store)
-        return await ledger.read(first, last, namespace=namespace, task=task, total=all_time)
+        found = await ledger.read(first, last, namespace=namespace, task=task, total=all_time)
+        elsewhere = "" if found else await _recorded_elsewhere(ledger, first, last, all_time, namespace, task)
+        return found, elsewhere
 
-    rows = _execute(as_json, store, work)
+    rows, elsewhere = _execute(as_json, store, work)
     period = "all time" if all_time else f"{first.isoformat()} to {last.isoformat()} (UTC)"
     total = _sum_rows(rows)
     if as_json:
         _print_json(
             {
                 "store": store.description,
+                "note": elsewhere.strip() or None,
                 "since": None if all_time else first.isoformat(),
                 "until": None if all_time else last.isoformat(),
                 "total": total,
@@ -678,14 +758,23 @@ def spend(
         return
     console = _console()
     if not rows:
-        console.print(
-            f"No spend recorded in {store.description} for {period}. Calls record it with "
-            f"expense_hook=RedisSpendLedger(url) (or a TaskBudget).",
-            soft_wrap=True,
-        )
+        console.print(_safe(_nothing_spent(store.description, period, namespace, task) + elsewhere))
         return
     for g in groups:
-        console.print(_spend_table(f"Spend by {g.value}, {period}", g.value.capitalize(), _group_rows(rows, g), total))
+        title = f"Spend by {g.value}, {period}"
+        console.print(_spend_table(console, title, g.value.capitalize(), _group_rows(rows, g), total))
+
+
+def _nothing_spent(where: str, period: str, namespace: str | None, task: str | None) -> str:
+    filters = " and ".join(
+        f"{label} {value!r}" for label, value in (("namespace", namespace), ("task", task)) if value is not None
+    )
+    if filters:
+        return f"No spend recorded in {where} for {filters} in {period}."
+    return (
+        f"No spend recorded in {where} for {period}. Calls record it with expense_hook=RedisSpendLedger(url) "
+        "(or a TaskBudget)."
+    )
 
 
 _LEDGER_NEEDS_REDIS: Final = (
@@ -708,13 +797,28 @@ def _clip(text: str, full: bool) -> str:
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else `{}`: a planted entry may hold anything anywhere."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _line(label: str, body: str, full: bool, style: str = "cyan") -> Text:
+    line = Text(label, style=style)
+    line.append(escape_text(_clip(body, full), multiline=True))
+    return line
 
 
 def _part_line(part: Any, full: bool) -> Text:
     if not isinstance(part, dict):
-        return Text(_clip(_as_text(part), full))
-    kind = part.get("part_kind", "?")
+        return _line("", _as_text(part), full)
+    kind = _as_text(part.get("part_kind", "?"))
     label = {
         "system-prompt": "system",
         "user-prompt": "user",
@@ -723,50 +827,80 @@ def _part_line(part: Any, full: bool) -> Text:
     }.get(kind)
     if label is None:
         name = part.get("tool_name")
-        label = f"{kind} {name}" if name else str(kind)
+        label = f"{kind} {_as_text(name)}" if name else kind
     body = part.get("args") if kind in ("tool-call", "builtin-tool-call") else part.get("content")
-    line = Text(f"[{label}] ", style="cyan")
-    line.append(_clip(_as_text(body), full))
-    return line
+    return _line(f"[{escape_text(label)}] ", _as_text(body), full)
 
 
 def _messages_lines(messages: Any, full: bool) -> list[Text]:
     lines: list[Text] = []
-    for message in messages if isinstance(messages, list) else []:
+    for message in _list(messages):
         if not isinstance(message, dict):
             continue
         instructions = message.get("instructions")
         if instructions:
-            line = Text("[instructions] ", style="cyan")
-            line.append(_clip(_as_text(instructions), full))
-            lines.append(line)
-        lines.extend(_part_line(part, full) for part in message.get("parts", []))
+            lines.append(_line("[instructions] ", _as_text(instructions), full))
+        lines.extend(_part_line(part, full) for part in _list(message.get("parts")))
     return lines
 
 
 def _tools_line(label: str, tools: Any) -> Text | None:
-    if not tools:
-        return None
     names = []
-    for tool in tools:
+    for tool in _list(tools):
         if isinstance(tool, dict):
-            props = (tool.get("parameters_json_schema") or {}).get("properties") or {}
-            names.append(f"{tool.get('name')}({', '.join(props)})")
-    line = Text(f"{label}: ", style="bold")
-    line.append(", ".join(names))
-    return line
+            props = _dict(_dict(tool.get("parameters_json_schema")).get("properties"))
+            names.append(f"{_as_text(tool.get('name'))}({', '.join(props)})")
+    if not names:
+        return None
+    return _line(f"{label}: ", ", ".join(names), True, style="bold")
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def _usage_text(usage: Any) -> str:
     if not isinstance(usage, dict):
         return "unknown"
-    parts = [f"{usage.get('input_tokens', 0):,} in", f"{usage.get('output_tokens', 0):,} out"]
+    parts = [f"{_count(usage.get('input_tokens', 0))} in", f"{_count(usage.get('output_tokens', 0))} out"]
     parts.extend(
-        f"{usage[name]:,} {name.removesuffix('_tokens').replace('_', ' ')}"
+        f"{_count(usage[name])} {name.removesuffix('_tokens').replace('_', ' ')}"
         for name in ("cache_read_tokens", "cache_write_tokens")
         if usage.get(name)
     )
     return " / ".join(parts)
+
+
+def _request_lines(doc: dict[str, Any], full: bool) -> list[Text]:
+    request = _dict(doc.get("request"))
+    header = _dict(request.get("header"))
+    params = _dict(header.get("parameters"))
+    lines = [Text("Request", style="bold underline")]
+    model = _dict(header.get("model"))
+    if model:
+        lines.append(_line("model: ", f"{_as_text(model.get('system'))}:{_as_text(model.get('name'))}", full, ""))
+    if header.get("settings"):
+        lines.append(_line("settings: ", _as_text(header["settings"]), full, ""))
+    for label, key in (("tools", "function_tools"), ("output tools", "output_tools")):
+        line = _tools_line(label, params.get(key))
+        if line is not None:
+            lines.append(line)
+    lines.extend(_messages_lines(request.get("messages"), full))
+    response = _dict(doc.get("response"))
+    lines.append(Text("Response", style="bold underline"))
+    lines.extend(_messages_lines([response], full))
+    lines.append(Text(f"usage: {_usage_text(response.get('usage'))}"))
+    return lines
+
+
+def _run_lines(doc: dict[str, Any], full: bool) -> list[Text]:
+    return [
+        Text("Run messages", style="bold underline"),
+        *_messages_lines(doc.get("new_messages"), full),
+        Text("Final answer (raw: validated by the caller's output type on each hit)", style="bold underline"),
+        _line("", _as_text(_final_answer(doc.get("final"))), full, ""),
+        Text(f"usage: {_usage_text(doc.get('usage'))}"),
+    ]
 
 
 def _entry_panel(info: EntryInfo, now: float, full: bool) -> Panel:
@@ -785,35 +919,12 @@ def _entry_panel(info: EntryInfo, now: float, full: bool) -> Panel:
         ("signed", "yes" if info.signed else "no"),
     ):
         head.append(f"{label}: ", style="bold")
-        head.append(f"{value}\n")
+        head.append(f"{escape_text(value)}\n")
     body: list[Any] = [head]
     if info.kind == "response":
-        request = doc.get("request") or {}
-        header = request.get("header") or {}
-        params = header.get("parameters") or {}
-        body.append(Text("Request", style="bold underline"))
-        model = header.get("model") or {}
-        if model:
-            body.append(Text(f"model: {model.get('system')}:{model.get('name')}"))
-        if header.get("settings"):
-            body.append(Text(f"settings: {_as_text(header['settings'])}"))
-        for label, key in (("tools", "function_tools"), ("output tools", "output_tools")):
-            line = _tools_line(label, params.get(key))
-            if line is not None:
-                body.append(line)
-        body.extend(_messages_lines(request.get("messages"), full))
-        response = doc.get("response") or {}
-        body.append(Text("Response", style="bold underline"))
-        body.extend(_messages_lines([response], full))
-        body.append(Text(f"usage: {_usage_text(response.get('usage'))}"))
+        body.extend(_request_lines(doc, full))
     elif info.kind == "run":
-        body.append(Text("Run messages", style="bold underline"))
-        body.extend(_messages_lines(doc.get("new_messages"), full))
-        body.append(
-            Text("Final answer (raw; validated by the caller's output type on each hit)", style="bold underline")
-        )
-        body.append(Text(_clip(_as_text(_final_answer(doc.get("final"))), full)))
-        body.append(Text(f"usage: {_usage_text(doc.get('usage'))}"))
+        body.extend(_run_lines(doc, full))
     return Panel(Group(*body), title=_panel_title(info), title_align="left")
 
 
@@ -849,7 +960,7 @@ async def _find_entries(
         parts = parse_key(key)
         if parts is None:
             raise CliError(f"{key!r} is not an entry key (pyai_caching:<namespace>:r|run:{{<digest>}})", ExitCode.USAGE)
-        raw = None if _missing_file(store) else await store.get(key)
+        raw = None if _missing_file(store) else await read_value(store, key)
         if raw is None:
             raise CliError(f"no entry {key} in {store.description}")
         return [parse_entry(key, parts, raw, keep_document=True)]
@@ -868,9 +979,9 @@ async def _find_entries(
     # Read the chosen ones again, whole (the scan kept only their meta).
     out = []
     for info in chosen:
-        raw = await store.get(info.key)
-        if raw is not None:
-            out.append(parse_entry(info.key, info.parts, raw, keep_document=True))
+        value = await read_value(store, info.key)
+        if value is not None:
+            out.append(parse_entry(info.key, info.parts, value, keep_document=True))
     return out
 
 
@@ -899,13 +1010,14 @@ def inspect(
             ExitCode.USAGE,
             as_json,
         )
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
     if key is None and last is None:
         last = 10
 
     async def work() -> list[EntryInfo]:
         selection = Selection(
-            prefix=namespace_prefix(namespace),
+            prefix=prefix,
             task=task,
             digest_prefix=key.lower() if key is not None and not key.startswith(KEY_PREFIX) else None,
         )
@@ -922,7 +1034,7 @@ def inspect(
     now = datetime.now().timestamp()
     for info in entries:
         if not info.readable:
-            body = Group(Text(info.key, style="dim"), Text(f"unreadable: {info.error}"))
+            body = Group(_safe(info.key), _safe(f"unreadable: {info.error}"))
             console.print(Panel(body, title=_panel_title(info), title_align="left"))
         else:
             console.print(_entry_panel(info, now, full))
@@ -951,12 +1063,13 @@ def clear(
         age = parse_duration(older_than, "--older-than") if older_than is not None else None
     except CliError as e:
         _fail(str(e), e.code, as_json)
+    prefix = _prefix_or_exit(namespace, as_json)
     store = _store_or_exit(redis_url, directory, as_json)
 
     async def find() -> tuple[list[str], int | None]:
         if _missing_file(store):
             return [], 0
-        selection = Selection(prefix=namespace_prefix(namespace), task=task, older_than=age)
+        selection = Selection(prefix=prefix, task=task, older_than=age)
         with _progress(not as_json, "Scanning") as progress:
             if not selection.needs_values:  # the keys alone decide: no need to read the values
                 return [key async for key in entry_keys(store, selection.prefix, progress)], None
@@ -969,6 +1082,7 @@ def clear(
 
     keys, size = _execute(as_json, store, find)
     where = store.description
+    shown = escape_text(where)
     if not keys:
         if as_json:
             _print_json({"store": where, "matched": 0, "deleted": 0})
@@ -976,7 +1090,7 @@ def clear(
             _console().print("No matching entries: nothing to delete.", soft_wrap=True)
         return
     if not yes:
-        question = f"Delete {_entries(len(keys))}{_size_note(size)} from {where}?"
+        question = f"Delete {_entries(len(keys))}{_size_note(size)} from {shown}?"
         try:
             confirmed = typer.confirm(question, default=False, err=True)
         except typer.Abort:
@@ -994,7 +1108,7 @@ def clear(
     if as_json:
         _print_json({"store": where, "matched": len(keys), "deleted": deleted})
     else:
-        _console().print(f"Deleted {_entries(deleted)}{_size_note(size)} from {where}.", soft_wrap=True)
+        _console().print(f"Deleted {_entries(deleted)}{_size_note(size)} from {shown}.", soft_wrap=True)
 
 
 # --- demo --------------------------------------------------------------------------------------------------------
@@ -1043,7 +1157,7 @@ def _print_demo(result: Any, temporary: bool) -> None:
         say("A repeated call was not a hit: the store failed (see the warning above).")
     same = "the same" if result.same_output else "DIFFERENT outputs"
     say(Text(f"Every call returned {same}: {result.output!r}"))
-    say(Text(f"Store: {result.store}"))
+    say(Text(f"Store: {escape_text(result.store)}"))
     if temporary:
         say(
             "That store was temporary. Keep the entries with --dir DIR, then look at them with "
@@ -1056,8 +1170,23 @@ def demo(
     latency: Annotated[
         float, typer.Option("--latency", min=0.0, max=60.0, help="Seconds the simulated model takes to answer.")
     ] = 0.8,
-    redis_url: RedisUrlOption = None,
-    directory: DirOption = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help=f"Run the demo on this Redis. Default: a temporary embedded store (${REDIS_URL_ENV} is not read).",
+            show_default=False,
+        ),
+    ] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option(
+            "--dir",
+            help=f"Keep the demo's entries in the embedded store in this folder. Default: a temporary folder, "
+            f"deleted at the end (${CACHE_DIR_ENV} is not read).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run an agent three times through the cache (a miss, then hits): no server, no API key.

@@ -677,7 +677,7 @@ def validate_namespace(namespace: str | None) -> str:
         return DEFAULT_NAMESPACE
     if not isinstance(namespace, str):
         raise ConfigurationError(f"namespace must be a string, got {type(namespace).__name__}")
-    if not _NAMESPACE_RE.match(namespace):
+    if not _NAMESPACE_RE.fullmatch(namespace):
         raise ConfigurationError(
             f"namespace {namespace!r} is not allowed: use 1-64 characters from letters, digits, '_', '.', '-', "
             "starting with a letter or digit"

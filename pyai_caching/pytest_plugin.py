@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shlex
 import time
+import types
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -158,6 +160,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "(re-record everything). Overrides the llm_record_mode fixture and the llm_cassette marker."
         ),
     )
+    parser.addini(
+        "llm_placeholder_keys",
+        type="bool",
+        default=True,
+        help=(
+            "replaying (no --llm-record-mode, or 'none'): set placeholder API keys for the providers whose key "
+            "variables are unset, so that agents built from a model name can be collected (default: true)"
+        ),
+    )
     group.addoption(
         "--llm-prune",
         action="store_true",
@@ -228,6 +239,51 @@ class _SessionState:
 
 _STATE: Final = pytest.StashKey[_SessionState]()
 _REPORTS: Final = pytest.StashKey[dict[str, pytest.TestReport]]()
+_PLACEHOLDERS: Final = pytest.StashKey[dict[str, str | None]]()
+"""The variables the plugin set to a placeholder, with the value each had before (`None`: unset)."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Before any conftest or test module is imported: placeholder API keys when the run replays."""
+    _set_placeholder_keys(early_config, getattr(early_config.known_args_namespace, "llm_record_mode", None))
+
+
+def _set_placeholder_keys(config: pytest.Config, record_mode: str | None) -> None:
+    if _PLACEHOLDERS in config.stash:
+        return
+    config.stash[_PLACEHOLDERS] = {}
+    if record_mode not in (None, RecordMode.NONE) or not config.getini("llm_placeholder_keys"):
+        return
+    from ._placeholder_keys import PLACEHOLDER, to_fill
+
+    for name in to_fill(os.environ):
+        config.stash[_PLACEHOLDERS][name] = os.environ.get(name)
+        os.environ[name] = PLACEHOLDER
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from ._placeholder_keys import PLACEHOLDER
+
+    for name, before in config.stash.get(_PLACEHOLDERS, {}).items():
+        if os.environ.get(name) != PLACEHOLDER:
+            continue  # changed by the tests: theirs now
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    placeholders: dict[str, str | None] = config.stash.get(_PLACEHOLDERS, {})
+    names = list(placeholders)
+    if not names:
+        return []
+    shown = ", ".join(names) if config.get_verbosity() > 0 else ", ".join(names[:3]) + ", ...; -v lists them"
+    return [
+        f"pyai_caching: replay mode: placeholder keys in {len(names)} unset API key variables ({shown}); no model "
+        "request leaves in replay (ini llm_placeholder_keys = false turns this off)"
+    ]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -237,16 +293,66 @@ def pytest_configure(config: pytest.Config) -> None:
         "(name: cassette file name instead of the test name; record_mode: 'once', 'new_episodes', 'none', 'all')",
     )
     config.stash[_STATE] = _SessionState()
+    _set_placeholder_keys(config, config.getoption("llm_record_mode"))  # when loaded after the conftests (-p)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    miss = _is_cache_miss(call.excinfo)
+    if miss and not item.config.getoption("fulltrace", False):
+        call.excinfo = _without_library_frames(call.excinfo)
     report: pytest.TestReport = yield
+    if miss:
+        _name_the_miss(report, call.excinfo)
     if "llm_cassette" in getattr(item, "fixturenames", ()) or item.get_closest_marker(_MARKER) is not None:
         item.stash.setdefault(_REPORTS, {})[report.when] = report
     return report
+
+
+def _library_folders() -> tuple[str, ...]:
+    """The folders whose frames a replay miss hides: this library's, pydantic-ai's and pydantic-graph's."""
+    import pydantic_ai
+    import pydantic_graph
+
+    import pyai_caching
+
+    return tuple(str(Path(m.__file__ or "").parent) + os.sep for m in (pyai_caching, pydantic_ai, pydantic_graph))
+
+
+def _is_cache_miss(excinfo: pytest.ExceptionInfo[BaseException] | None) -> bool:
+    if excinfo is None:
+        return False
+    from .exceptions import CacheMissError
+
+    return isinstance(excinfo.value, CacheMissError)
+
+
+def _without_library_frames(excinfo: Any) -> Any:
+    """The same exception with the library's own frames dropped from its traceback: a replay miss is explained by
+    its message, not by a hundred lines of agent graph. (`--full-trace` keeps them.)"""
+    folders = _library_folders()
+    frames = []
+    tb = excinfo.tb
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(folders):
+            frames.append((tb.tb_frame, tb.tb_lasti, tb.tb_lineno))
+        tb = tb.tb_next
+    trimmed = None
+    for frame, lasti, lineno in reversed(frames):
+        trimmed = types.TracebackType(trimmed, frame, lasti, lineno)
+    if trimmed is None:
+        return excinfo
+    error = excinfo.value.with_traceback(trimmed)
+    return pytest.ExceptionInfo.from_exc_info((type(error), error, trimmed))
+
+
+def _name_the_miss(report: pytest.TestReport, excinfo: Any) -> None:
+    """`CacheMissError: ...` in the short summary: the name in full, not a module path cut at the terminal width."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        crash.message = f"{type(excinfo.value).__name__}: {excinfo.value}"
 
 
 @pytest.hookimpl(optionalhook=True)

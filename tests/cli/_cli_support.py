@@ -111,6 +111,12 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def squeezed(text: str) -> str:
+    """`text` without whitespace and box-drawing characters: a value folded onto several lines reads whole again
+    (compare a squeezed expectation with squeezed output; it depends on no terminal width or path length)."""
+    return re.sub(r"[\s\u2500-\u257f]", "", text)
+
+
 def table_rows(output: str, title: str) -> list[list[str]]:
     """The rows of the Rich table printed under `title` (header first), as lists of stripped cell texts."""
     lines = re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines()

@@ -73,11 +73,6 @@ OBJECTS: dict[str, Callable[[Path], Any]] = {
     ),
 }
 
-OWNED_ELSEWHERE = pytest.mark.xfail(
-    strict=True,
-    reason="capability.py: ResponseCache's dataclass repr shows redis_url and secret in clear "
-    "(fix: a __repr__ that shows redact_url(redis_url) and secret as '***')",
-)
 OBJECTS_OWNED_ELSEWHERE: dict[str, Callable[[Path], Any]] = {
     "ResponseCache(redis_url=, secret=str)": lambda _: ResponseCache(redis_url=URL, secret=HMAC_SECRET),
     "ResponseCache(store=, secret=bytes)": lambda _: ResponseCache(store=MemoryStore(), secret=HMAC_SECRET.encode()),
@@ -95,7 +90,6 @@ def test_reprs_hide_secrets(name: str, tmp_path: Path) -> None:
     assert_hidden(OBJECTS[name](tmp_path))
 
 
-@OWNED_ELSEWHERE
 @pytest.mark.parametrize("name", OBJECTS_OWNED_ELSEWHERE)
 def test_response_cache_repr_hides_secrets(name: str, tmp_path: Path) -> None:
     assert_hidden(OBJECTS_OWNED_ELSEWHERE[name](tmp_path))
