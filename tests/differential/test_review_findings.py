@@ -1,0 +1,62 @@
+"""Review findings that the scenario table cannot express: what `full_result=True` returns besides output and parts.
+
+A run-level (fast path) hit builds its `AgentRunResult` from the stored run: its messages carry the run id and
+conversation id of the run that stored them (possibly another user's conversation), and the result has no
+metadata and a fresh conversation id. A plain `agent.run` (and a request-level hit) gives the agent's metadata,
+the conversation id of the history it continues, and messages stamped with the result's own ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+from pyai_caching import cached_agent_run
+from pyai_caching.stores import MemoryStore
+
+from ._harness import Oracle
+
+
+def conversation(conversation_id: str) -> list[ModelMessage]:
+    return [
+        ModelRequest(parts=[UserPromptPart("one")], conversation_id=conversation_id),
+        ModelResponse(parts=[TextPart("reply to one")], conversation_id=conversation_id),
+    ]
+
+
+def identity(result: Any) -> dict[str, Any]:
+    """What of a result identifies the run besides its output: metadata, conversation, the ids its messages carry."""
+    return {
+        "metadata": result.metadata,
+        "conversation_id": result.conversation_id,
+        "message_conversation_ids": [m.conversation_id for m in result.new_messages()],
+        "messages_of_this_run": [m.run_id == result.run_id for m in result.new_messages()],
+    }
+
+
+async def test_fast_hit_full_result_is_the_result_of_this_run() -> None:
+    oracle = Oracle()
+    agent = Agent(oracle.model(), metadata={"team": "billing"})
+    store = MemoryStore()
+    # Alice's conversation stores the run entry.
+    await cached_agent_run(
+        agent, "hello", "t", store=store, message_history=conversation("conv-alice"), full_result=True
+    )
+
+    # Bob's conversation has the same content.
+    plain = await agent.run("hello", message_history=conversation("conv-bob"))
+    calls = oracle.calls
+    cached = await cached_agent_run(
+        agent, "hello", "t", store=store, message_history=conversation("conv-bob"), full_result=True
+    )
+
+    assert oracle.calls == calls  # a hit
+    assert identity(plain) == {
+        "metadata": {"team": "billing"},
+        "conversation_id": "conv-bob",
+        "message_conversation_ids": ["conv-bob", "conv-bob"],
+        "messages_of_this_run": [True, True],
+    }
+    assert identity(cached) == identity(plain)
