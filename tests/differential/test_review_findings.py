@@ -1,17 +1,22 @@
-"""Review findings that the scenario table cannot express: what `full_result=True` returns besides output and parts.
+"""Review findings that the scenario table cannot express.
 
-A run-level (fast path) hit builds its `AgentRunResult` from the stored run: its messages carry the run id and
-conversation id of the run that stored them (possibly another user's conversation), and the result has no
-metadata and a fresh conversation id. A plain `agent.run` (and a request-level hit) gives the agent's metadata,
-the conversation id of the history it continues, and messages stamped with the result's own ids.
+- What `full_result=True` returns besides output and parts. A run-level (fast path) hit builds its `AgentRunResult`
+  from the stored run: its messages carry the run id and conversation id of the run that stored them (possibly
+  another user's conversation), and the result has no metadata and a fresh conversation id. A plain `agent.run`
+  (and a request-level hit) gives the agent's metadata, the conversation id of the history it continues, and
+  messages stamped with the result's own ids.
+- A setting that changes what the serving model sends but is left out of the key (`framing_announcement`), shown
+  with a model that builds its request the way pydantic-ai's provider adapters do.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestParameters
 
 from pyai_caching import cached_agent_run
 from pyai_caching.stores import MemoryStore
@@ -60,3 +65,45 @@ async def test_fast_hit_full_result_is_the_result_of_this_run() -> None:
         "messages_of_this_run": [True, True],
     }
     assert identity(cached) == identity(plain)
+
+
+class InstructionsEcho(Model):
+    """A model that builds its system prompt the way pydantic-ai's adapters do (Anthropic, Google, Bedrock, Mistral,
+    Cohere, Hugging Face: `self._get_instruction_parts(...)` inside `request`) and answers with a digest of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    @property
+    def model_name(self) -> str:
+        return "instructions-echo"
+
+    @property
+    def system(self) -> str:
+        return "echo"
+
+    async def request(
+        self, messages: list[ModelMessage], model_settings: Any, model_request_parameters: ModelRequestParameters
+    ) -> ModelResponse:
+        self.calls += 1
+        model_settings, model_request_parameters = self.prepare_request(model_settings, model_request_parameters)
+        parts = self._get_instruction_parts(messages, model_request_parameters) or []
+        system_prompt = "\n\n".join(p.content for p in parts)
+        return ModelResponse(parts=[TextPart(hashlib.sha256(system_prompt.encode()).hexdigest()[:12])])
+
+
+async def test_framing_announcement_setting_changes_the_system_prompt() -> None:
+    """`framing_announcement='always'` puts a ~120-word announcement first in the system prompt of every model whose
+    profile has no inline system prompts; `SETTINGS_IGNORED` leaves the setting out of the key."""
+    model = InstructionsEcho()
+    agent = Agent(model, instructions="Answer in one word.")
+    store = MemoryStore()
+    await cached_agent_run(agent, ["hello"], "t", store=store)
+
+    always: Any = {"framing_announcement": "always"}
+    plain = (await agent.run(["hello"], model_settings=always)).output
+    cached = await cached_agent_run(agent, ["hello"], "t", store=store, model_settings=always)
+
+    assert plain != (await agent.run(["hello"])).output  # the setting changes what the model is sent
+    assert cached == plain
