@@ -338,6 +338,12 @@ def _limits(requests: int) -> Any:
     return UsageLimits(request_limit=requests)
 
 
+def _token_limits(output_tokens: int) -> Any:
+    from pydantic_ai.usage import UsageLimits
+
+    return UsageLimits(output_tokens_limit=output_tokens)
+
+
 # --- found by review (h-review) ----------------------------------------------------------------------------------
 
 
@@ -557,6 +563,9 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("test-model-replaced", lambda: testmodel_world("Paris"), replace_test_model, cached_repeat=False),
     Scenario("wrapper-model-tenant", tenant_wrapper_model, switch_tenant_model, call(["show my invoices"])),
+    # A token limit is checked against the response's usage, which is zero on a hit: `agent.run` raises
+    # UsageLimitExceeded, the cached call answers. (A policy question: if intended, say so in the README.)
+    Scenario("usage-limit-tokens", world, with_kwargs(usage_limits=_token_limits(1))),
     Scenario("file-identifier", world, with_prompt(["Which file?", CONTRACT_B]), call(["Which file?", CONTRACT_A])),
 ]
 # fmt: on
