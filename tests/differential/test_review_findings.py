@@ -107,3 +107,29 @@ async def test_framing_announcement_setting_changes_the_system_prompt() -> None:
 
     assert plain != (await agent.run(["hello"])).output  # the setting changes what the model is sent
     assert cached == plain
+
+
+class FailsOnce(Oracle):
+    """An oracle whose first call fails with a 503 (a provider overloaded for a moment)."""
+
+    def __call__(self, messages: list[ModelMessage], info: Any) -> ModelResponse:
+        self.fail = self.calls == 0
+        return super().__call__(messages, info)
+
+
+async def test_nested_model_fallback_falls_back_as_in_agent_run() -> None:
+    """`cached_agent_run` turns its retries off for a `ModelFallback` only when it is one of the agent's top-level
+    capabilities. Inside a `WrapperCapability` (a user's capability that wraps another) the cache retries the primary
+    instead, so the run does not fall back: here the primary answers on the retry, where `agent.run` gets the
+    secondary's answer (and with a primary that stays down, `RateLimitError` after 60 s instead of an answer)."""
+    from pydantic_ai.capabilities import ModelFallback
+    from pydantic_ai.capabilities.wrapper import WrapperCapability
+
+    primary, secondary = FailsOnce(name="primary"), Oracle(name="secondary")
+    agent = Agent(primary.model(), capabilities=[WrapperCapability(ModelFallback(secondary.model()))])
+    plain = (await agent.run("hello")).output
+
+    primary.calls = 0
+    cached = await cached_agent_run(agent, "hello", "t", store=MemoryStore())
+
+    assert cached == plain
