@@ -338,6 +338,90 @@ def _limits(requests: int) -> Any:
     return UsageLimits(request_limit=requests)
 
 
+def _token_limits(output_tokens: int) -> Any:
+    from pydantic_ai.usage import UsageLimits
+
+    return UsageLimits(output_tokens_limit=output_tokens)
+
+
+# --- found by review (h-review) ----------------------------------------------------------------------------------
+
+
+def fallback_model() -> World:
+    """`FallbackModel` as the agent's model (not the `ModelFallback` capability): the cache sees only the wrapper."""
+    from pydantic_ai.models.fallback import FallbackModel
+
+    primary, secondary = Oracle(name="primary", fail=True), Oracle(name="secondary")
+    return World(Agent(FallbackModel(primary.model(), secondary.model())), secondary, {"primary": primary})
+
+
+def two_responses(model_name: str | None) -> list[ModelMessage]:
+    """A history with two consecutive responses. pydantic-ai merges them before sending when they are synthetic
+    (no `model_name`, `provider_name`, `provider_response_id`), and keeps them apart when they came from an API."""
+    return [
+        ModelRequest(parts=[UserPromptPart("one")]),
+        ModelResponse(parts=[TextPart("first half")], model_name=model_name),
+        ModelResponse(parts=[TextPart("second half")], model_name=model_name),
+    ]
+
+
+def suspended_history() -> list[ModelMessage]:
+    """`history("one")` with its response suspended (Anthropic `pause_turn`, OpenAI background mode): `agent.run`
+    refuses a new prompt on it (UserError)."""
+    return [
+        ModelRequest(parts=[UserPromptPart("one")]),
+        ModelResponse(parts=[TextPart("reply to one")], state="suspended"),
+    ]
+
+
+def testmodel_world(text: str) -> World:
+    from pydantic_ai.models.test import TestModel
+
+    return World(Agent(TestModel(custom_output_text=text)), Oracle())
+
+
+def replace_test_model(w: World, c: Call) -> None:
+    from pydantic_ai.models.test import TestModel
+
+    w.agent.model = TestModel(custom_output_text="London")
+
+
+def _tenant_model_class() -> Any:
+    from pydantic_ai.models.wrapper import WrapperModel
+
+    class TenantModel(WrapperModel):
+        """A user's own wrapper that puts its tenant into every request it sends."""
+
+        def __init__(self, wrapped: Any, tenant: str) -> None:
+            super().__init__(wrapped)
+            self.tenant = tenant
+
+        async def request(self, messages: Any, settings: Any, params: Any) -> Any:
+            tagged = [ModelRequest(parts=[SystemPromptPart(f"tenant={self.tenant}")]), *messages]
+            return await super().request(tagged, settings, params)
+
+    return TenantModel
+
+
+TenantModel = _tenant_model_class()
+
+
+def tenant_wrapper_model() -> World:
+    oracle = Oracle()
+    base = oracle.model()
+    return World(Agent(TenantModel(base, "tenant-a")), oracle, {"base": base})
+
+
+def switch_tenant_model(w: World, c: Call) -> None:
+    w.agent.model = TenantModel(w.state["base"], "tenant-b")
+
+
+# Text files are inlined with their identifier by OpenAI Chat (`-----BEGIN FILE id="..."`), and files returned by
+# tools are referenced by it ("See file <identifier>.") by several providers.
+CONTRACT_A = BinaryContent(data=b"Payment due in 30 days.", media_type="text/plain", identifier="contract-acme.txt")
+CONTRACT_B = BinaryContent(data=b"Payment due in 30 days.", media_type="text/plain", identifier="contract-globex.txt")
+
+
 # --- the table ---------------------------------------------------------------------------------------------------
 
 # fmt: off
@@ -463,5 +547,25 @@ SCENARIOS: list[Scenario] = [
     Scenario("run-stream-structured", lambda: world(output_type=A), with_prompt("other"), run="run_stream"),
     Scenario("run-stream-events", tenant_hooks, with_deps("b"), call(deps="a"), run="run_stream_events"),
     Scenario("iter", tenant_hooks, with_deps("b"), call(deps="a"), run="iter"),
+    # Found by review (h-review): each of these fails today.
+    Scenario("fallback-model-recovers", fallback_model, recover_primary),
+    Scenario(
+        "history-synthetic-responses",
+        world,
+        with_kwargs(message_history=two_responses(None)),
+        call(message_history=two_responses("oracle")),
+    ),
+    Scenario(
+        "history-suspended-response",
+        world,
+        with_kwargs(message_history=suspended_history()),
+        call(message_history=history("one")),
+    ),
+    Scenario("test-model-replaced", lambda: testmodel_world("Paris"), replace_test_model, cached_repeat=False),
+    Scenario("wrapper-model-tenant", tenant_wrapper_model, switch_tenant_model, call(["show my invoices"])),
+    # A token limit is checked against the response's usage, which is zero on a hit: `agent.run` raises
+    # UsageLimitExceeded, the cached call answers. (A policy question: if intended, say so in the README.)
+    Scenario("usage-limit-tokens", world, with_kwargs(usage_limits=_token_limits(1))),
+    Scenario("file-identifier", world, with_prompt(["Which file?", CONTRACT_B]), call(["Which file?", CONTRACT_A])),
 ]
 # fmt: on
