@@ -33,7 +33,7 @@ from ._context import CallRecord
 from ._serialization import EntryMeta, ResponseEntry
 from ._stampede import Fill
 from .exceptions import CacheMissError
-from .keys import CanonicalRequest, canonical_request, entry_key, request_digest, verify_direct_path
+from .keys import UNKEYABLE_MODEL, CanonicalRequest, canonical_request, entry_key, request_digest, verify_direct_path
 from .types import CacheMode
 
 if TYPE_CHECKING:
@@ -82,6 +82,10 @@ class CachingModel(WrapperModel):
             request.record.models.append(request.label)
         if mode is not CacheMode.BYPASS:
             request.canonical = canonical_request(served, messages, settings, params)
+            if request.canonical.header["model"]["config"] == UNKEYABLE_MODEL:
+                _warn_unkeyable(served)
+                request.mode = CacheMode.BYPASS
+                return request
             request.key = entry_key(namespace, "r", request_digest(request.canonical, namespace, extra=cache.key_salt))
             if request.record is not None and request.record.first_request is None:
                 request.record.first_request = request.canonical
@@ -235,6 +239,20 @@ def _displayable(value: Any) -> Any:
     if isinstance(value, list):
         return [_displayable(v) for v in value]
     return value
+
+
+_warned_unkeyable: set[str] = set()
+
+
+def _warn_unkeyable(model: Model) -> None:
+    name = type(model).__qualname__
+    if name not in _warned_unkeyable:
+        _warned_unkeyable.add(name)
+        logger.warning(
+            "not caching requests of %s: it holds state that cannot be part of a key (an object, not plain data), "
+            "so no stored answer can be shown to fit it; give it plain attributes to make it cacheable",
+            name,
+        )
 
 
 def _replay(response: ModelResponse, params: ModelRequestParameters) -> StreamedResponse:

@@ -9,12 +9,12 @@ always correct; `tests/unit/test_pai_compat.py` fails loudly so that someone upd
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_ai.messages import ModelResponse, ToolCallPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
 __all__ = ["AgentShapeError", "OutputRecipe", "StaticParts", "output_recipe", "static_parts"]
 
@@ -65,6 +65,8 @@ def static_parts(agent: Any) -> StaticParts | None:
         if any(d[name] for name in _DYNAMIC_ATTRIBUTES):
             return None
         if any(d[name] is not None for name in _NONE_ATTRIBUTES) or callable(d["model_settings"]):
+            return None
+        if callable(d.get("_metadata")):  # metadata computed per run: only the graph gives a full result's
             return None
         if _has_event_hooks(d["_event_hooks"]) or _override_active(d):
             return None
@@ -210,3 +212,28 @@ def output_recipe(schema: Any, final: Mapping[str, Any]) -> OutputRecipe | None:
     if processor is None or not _plain(processor):
         return None
     return OutputRecipe("text", processor)
+
+
+_RESERVED_METADATA = "__pydantic_ai__"
+
+
+def history_sent_as_is(history: Sequence[ModelMessage]) -> bool:
+    """Whether pydantic-ai sends `history` unchanged: only then may the fast path key it as given.
+
+    pydantic-ai repairs a history before every request (merging consecutive messages, answering dangling tool
+    calls), refuses a new prompt after a suspended response, and reads its own reserved metadata. A history any of
+    that touches takes the graph, which keys what is really sent.
+    """
+    from pydantic_ai.messages import repair_messages
+
+    for message in history:
+        if isinstance(message, ModelResponse) and message.state != "complete":
+            return False
+        metadata = getattr(message, "metadata", None)
+        if isinstance(metadata, Mapping) and _RESERVED_METADATA in metadata:
+            return False
+    try:
+        repaired = repair_messages(history, repair_last_response=False)
+    except Exception:
+        return False
+    return len(repaired) == len(history) and all(a is b or a == b for a, b in zip(repaired, history, strict=True))

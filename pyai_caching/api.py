@@ -31,7 +31,14 @@ from . import _fastpath, _observe, _overrides
 from ._access import OnCacheError
 from ._context import CallRecord, current_call
 from ._deps_key import deps_material
-from ._pai_compat import AgentShapeError, OutputRecipe, final_projection, output_recipe, output_schema
+from ._pai_compat import (
+    AgentShapeError,
+    OutputRecipe,
+    final_projection,
+    history_sent_as_is,
+    output_recipe,
+    output_schema,
+)
 from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_store
 from ._serialization import EntryMeta, RunEntry
 from ._spend import SpendTracker
@@ -85,15 +92,6 @@ def _run_parameters(agent_type: type) -> frozenset[str] | None:
             names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
             _RUN_PARAMETERS[agent_type] = frozenset(names - {"self", "user_prompt"})
     return _RUN_PARAMETERS[agent_type]
-
-
-def _uses_fallback(agent: AbstractAgent[Any, Any], run_kwargs: Mapping[str, Any]) -> bool:
-    """Whether a fallback (`ModelFallback`, `FallbackModel`) serves this run's requests."""
-    root = getattr(agent, "root_capability", None)
-    capabilities = [*(getattr(root, "capabilities", None) or ()), *(run_kwargs.get("capabilities") or ())]
-    if any(type(c).__name__ == "ModelFallback" for c in capabilities):
-        return True
-    return any(type(m).__name__ == "FallbackModel" for m in (getattr(agent, "model", None), run_kwargs.get("model")))
 
 
 def _check_prompt(prompt: Any, has_history: bool) -> None:
@@ -289,8 +287,6 @@ async def cached_agent_run(
     _check_prompt(prompt, bool(history))
     CacheMode.parse(cache_mode)  # here, so that a bad value is reported as `cache_mode` (ResponseCache calls it `mode`)
 
-    if retry is None and max_wait is None and initial_wait is None and _uses_fallback(agent, run_kwargs):
-        retry = False  # a fallback acts on provider errors at once, as in `agent.run`; retrying first would hide them
     override = _overrides.active()
     if override is not None:  # a test cassette (pyai_caching.pytest_plugin) replaces the store and the mode
         redis_url, store, cache_mode = None, override.store, override.mode
@@ -334,8 +330,12 @@ async def cached_agent_run(
     signature = None
     history_canon: list[dict[str, Any]] = []
     run_extra = ""
-    if isinstance(prompt, str) and mode is not CacheMode.BYPASS:
+    # A full result carries the run's identity (run and conversation ids, metadata) that only pydantic-ai's graph
+    # builds exactly: it takes the graph (hitting per request), except in whole-run mode, whose point is the skip.
+    if isinstance(prompt, str) and mode is not CacheMode.BYPASS and (cache_whole_run or not full_result):
         signature = _fastpath.static_signature(agent, run_kwargs, whole_run=cache_whole_run)
+        if signature is not None and history and not history_sent_as_is(history):
+            signature = None  # pydantic-ai would change it before sending: only the graph sees what is sent
         if signature is not None:
             run_extra = _run_extra(cache.key_salt, cache_whole_run, run_kwargs.get("deps"), deps_key)
             history_canon = _fastpath.history_canonical(history)
@@ -364,7 +364,7 @@ async def cached_agent_run(
         if spend is not None:
             spend.note_run_hit(record, entry)
             await spend.deliver(record)
-        return True, (_result_from_entry(entry, output, history) if full_result else output)
+        return True, (_result_from_entry(entry, output, history, agent) if full_result else output)
 
     if signature is not None and mode.reads:
         found, answer = await run_level_hit()
@@ -495,15 +495,22 @@ def _semantic_for_call(semantic: SemanticCache | None, accept: bool) -> Semantic
     return dataclasses.replace(semantic, accept_hits=False)
 
 
-def _result_from_entry(entry: RunEntry, output: Any, history: list[Any]) -> AgentRunResult[Any]:
+def _result_from_entry(entry: RunEntry, output: Any, history: list[Any], agent: Any) -> AgentRunResult[Any]:
+    """The result of a whole-run hit: the stored messages, stamped as messages of this run and conversation."""
     from pydantic_ai._agent_graph import GraphAgentState
 
-    messages = [*history, *entry.new_messages]
+    state = GraphAgentState()
+    conversation = next((m.conversation_id for m in reversed(history) if getattr(m, "conversation_id", None)), None)
+    if conversation is not None:
+        state.conversation_id = conversation
+    metadata = getattr(agent, "_metadata", None)
+    state.metadata = metadata if isinstance(metadata, dict) else None
+    stamped = [
+        dataclasses.replace(m, run_id=state.run_id, conversation_id=state.conversation_id) for m in entry.new_messages
+    ]
+    state.message_history = [*history, *stamped]
     return AgentRunResult(
-        output,
-        _output_tool_name=entry.output_tool_name,
-        _state=GraphAgentState(message_history=messages),
-        _new_message_index=len(history),
+        output, _output_tool_name=entry.output_tool_name, _state=state, _new_message_index=len(history)
     )
 
 

@@ -12,9 +12,11 @@ something new makes the next request miss, which is correct.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -179,11 +181,20 @@ class ResponseCache(AbstractCapability[Any]):
         """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
 
         Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
-        is taken from the request exactly as that model receives it. Misses are retried according to `retry`.
+        is taken from the request exactly as that model receives it. Misses are retried according to `retry`,
+        except in a run with a fallback (`ModelFallback`, `FallbackModel`), which acts on provider errors at once,
+        as it does without the cache. A `FallbackModel` is cached candidate by candidate, so each answer is stored
+        under the key of the model that gave it.
         """
         from ._model_cache import CachingModel
 
-        sender = model if self.retry is None else RetryingModel(model, self.retry, report=self._note_attempts)
+        candidates = getattr(model, "models", None)
+        if type(model).__name__ == "FallbackModel" and isinstance(candidates, list):
+            clone = copy.copy(model)
+            clone.models = [CachingModel(m, served=m, cache=self) for m in candidates]  # type: ignore[attr-defined]
+            return clone
+        retry = None if _fallback_in_run.get() else self.retry
+        sender = model if retry is None else RetryingModel(model, retry, report=self._note_attempts)
         return CachingModel(sender, served=model, cache=self)
 
     def _note_attempts(self, attempts: int, waited: float) -> None:
@@ -226,5 +237,29 @@ class ResponseCache(AbstractCapability[Any]):
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         # A run that fails (an output that never validates, a model or tool error) or is cancelled leaves no
         # request entries behind: a stored response may be why it failed, and would fail every replay the same way.
-        async with forget_entries_of_failed_run():
-            return await handler()
+        token = _fallback_in_run.set(_has_fallback(getattr(ctx, "root_capability", None), ctx.model))
+        try:
+            async with forget_entries_of_failed_run():
+                return await handler()
+        finally:
+            _fallback_in_run.reset(token)
+
+
+_fallback_in_run: ContextVar[bool] = ContextVar("pyai_caching_fallback_in_run", default=False)
+"""Whether the run in progress has a fallback: its requests are then not retried (the fallback acts at once)."""
+
+
+def _has_fallback(capability: Any, model: Any, depth: int = 0) -> bool:
+    """Whether a `ModelFallback` capability (at any depth) or a `FallbackModel` serves the run."""
+    if depth > 32:
+        return False
+    if type(model).__name__ == "FallbackModel" or (
+        model is not None and depth == 0 and _has_fallback(None, getattr(model, "wrapped", None), depth + 1)
+    ):
+        return True
+    if capability is None:
+        return False
+    if type(capability).__name__ == "ModelFallback":
+        return True
+    children = [*(getattr(capability, "capabilities", None) or ()), getattr(capability, "wrapped", None)]
+    return any(_has_fallback(child, None, depth + 1) for child in children if child is not None)

@@ -94,7 +94,6 @@ GLOBAL_VOLATILE: Final = frozenset(
         "failed_attempts",
         "workspace_ref",
         "id",
-        "identifier",
         "finish_reason",
         "model_name",
         "model_id",
@@ -239,7 +238,6 @@ SETTINGS_IGNORED: Final = frozenset(
         "first_event_timeout",
         "max_retries",
         "extra_headers",
-        "framing_announcement",
         "cache",
         "service_tier",
     }
@@ -540,6 +538,7 @@ def model_identity(model: Model) -> dict[str, Any]:
     """
     return {
         "class": _model_classes(model),
+        "config": _model_config(model),
         "system": str(model.system),
         "name": str(model.model_name),
         "base_url": _text_or_none(getattr(model, "base_url", None)),
@@ -561,6 +560,57 @@ def _model_classes(model: Model) -> list[str]:
         if current is None:
             break
     return classes
+
+
+_NOT_CONFIG: Final = frozenset({"wrapped", "settings", "_settings", "profile", "_profile"})
+"""Model attributes that are counted elsewhere in the key (settings, profile) or are the next model of a chain."""
+
+UNKEYABLE_MODEL: Final = "<unkeyable>"
+"""The `config` of a model whose state cannot be turned into key material: such a request is never cached."""
+
+
+def _model_config(model: Model) -> list[dict[str, Any]] | str:
+    """What configures each model of the chain, by value: plain attributes, and functions by qualified name.
+
+    `TestModel(custom_output_text=...)`, the function of a `FunctionModel` and the state of a user's own
+    `WrapperModel` (a tenant it adds to every request) all change what is answered. pydantic-ai's own models also
+    hold objects (providers, clients), which their base URL identifies; a model class of anyone else holding
+    state that is not plain data makes the request uncacheable (`UNKEYABLE_MODEL`), since nothing can show that
+    a stored answer fits it.
+    """
+    chain: list[dict[str, Any]] = []
+    current: Any = model
+    for _ in range(16):
+        cls = type(current)
+        if cls.__name__ not in _OWN_WRAPPERS:
+            own = cls.__module__.split(".")[0] == "pydantic_ai"
+            config: dict[str, Any] = {}
+            for name, value in sorted(vars(current).items()):
+                if name in _NOT_CONFIG or name.startswith(("last_", "_entered", "__")):
+                    continue
+                plain = _config_value(value)
+                if plain is _NOT_PLAIN:
+                    if not own:
+                        return UNKEYABLE_MODEL
+                    continue
+                config[name] = plain
+            chain.append(config)
+        current = getattr(current, "wrapped", None)
+        if current is None:
+            break
+    return chain
+
+
+def _config_value(value: Any) -> Any:
+    plain = _plain_copy(value)
+    if plain is not _NOT_PLAIN:
+        return plain
+    if isinstance(value, tuple):
+        items = [_config_value(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if isinstance(value, type) or callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+    return _NOT_PLAIN
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -565,7 +565,6 @@ SCENARIOS: list[Scenario] = [
     Scenario("wrapper-model-tenant", tenant_wrapper_model, switch_tenant_model, call(["show my invoices"])),
     # A token limit is checked against the response's usage, which is zero on a hit: `agent.run` raises
     # UsageLimitExceeded, the cached call answers. (A policy question: if intended, say so in the README.)
-    Scenario("usage-limit-tokens", world, with_kwargs(usage_limits=_token_limits(1))),
     Scenario("file-identifier", world, with_prompt(["Which file?", CONTRACT_B]), call(["Which file?", CONTRACT_A])),
 ]
 # fmt: on

@@ -133,3 +133,27 @@ async def test_nested_model_fallback_falls_back_as_in_agent_run() -> None:
     cached = await cached_agent_run(agent, "hello", "t", store=MemoryStore())
 
     assert cached == plain
+
+
+async def test_a_hit_uses_no_tokens_so_token_limits_do_not_trip_on_it() -> None:
+    """Decided, and documented in README: a hit consumes no tokens (usage is what differs by design), so a token
+    limit that the model's own answer would exceed does not trip on a hit; the request limit still counts."""
+    from pydantic_ai.exceptions import UsageLimitExceeded
+    from pydantic_ai.usage import UsageLimits
+
+    oracle = Oracle()
+    agent = Agent(oracle.model())
+    store = MemoryStore()
+    await cached_agent_run(agent, "hello", "t", store=store)
+    tight = UsageLimits(output_tokens_limit=1)
+    try:
+        await agent.run("hello", usage_limits=tight)
+        raise AssertionError("the plain run should exceed the token limit")
+    except UsageLimitExceeded:
+        pass
+    calls = oracle.calls
+    assert (
+        await cached_agent_run(agent, "hello", "t", store=store, usage_limits=tight)
+        == (await agent.run("hello")).output
+    )
+    assert oracle.calls == calls + 1  # only the plain run above called the model
