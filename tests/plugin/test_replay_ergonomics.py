@@ -103,7 +103,9 @@ def test_a_module_level_agent_of_a_real_provider_replays_with_no_key(pytester: p
     cassette = pytester.path / "cassettes" / "test_openai" / "test_hello.json"
     assert "sk-recording-key" not in cassette.read_text(encoding="utf-8")
 
-    replayed = run(pytester)  # no key, no server
+    # No key and no server: the endpoint is part of the key (another base URL is another deployment), so the
+    # replay names the one that was recorded, which is no longer listening.
+    replayed = run(pytester, OPENAI_BASE_URL=base_url)
 
     replayed.assert_outcomes(passed=1)
     replayed.stdout.fnmatch_lines(
@@ -114,7 +116,7 @@ def test_a_module_level_agent_of_a_real_provider_replays_with_no_key(pytester: p
         ]
     )
     assert not [name for name in KEY_NAMES if name in os.environ]  # restored when the session ended
-    verbose = run(pytester, "-v")
+    verbose = run(pytester, "-v", OPENAI_BASE_URL=base_url)
     verbose.assert_outcomes(passed=1)
     assert ", ".join(names[0] for names in PROVIDER_KEYS) in verbose.stdout.str()
 
