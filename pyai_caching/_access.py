@@ -38,6 +38,7 @@ from ._serialization import (
     decode_run_entry,
     encode_entry,
 )
+from ._text import shorten
 from .exceptions import CacheError
 from .stores import Store
 
@@ -141,8 +142,8 @@ def _wrong_type(error: BaseException) -> bool:
 
 
 def _safe_message(error: BaseException) -> str:
-    """The error's message with anything URL-like that could hold a password redacted."""
-    return redact_url_in_text(str(error))[:300]
+    """The error's message with anything URL-like that could hold a password redacted, in at most 300 characters."""
+    return shorten(redact_url_in_text(str(error)))
 
 
 @dataclass

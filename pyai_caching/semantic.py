@@ -66,6 +66,7 @@ from redis.exceptions import ResponseError
 
 from ._redact import redact_url_in_text
 from ._scrub import scrub_text
+from ._text import shorten
 from .exceptions import ConfigurationError
 from .keys import KEY_PREFIX, dumps_canonical, entry_key
 from .stores import RedisStore, Store
@@ -323,7 +324,7 @@ async def _embed(config: SemanticCache, prompt: str) -> tuple[Vector, str] | Non
             "pyai_caching: embedder %s failed (%s: %s); semantic lookups are misses until it recovers",
             label,
             type(error).__name__,
-            scrub_text(redact_url_in_text(str(error)))[:200],
+            shorten(scrub_text(redact_url_in_text(str(error))), 200),
         )
         return None
     if _embedder_failing.pop(label, False):
@@ -663,7 +664,7 @@ class _SearchBackend(_Backend):
             logger.warning(
                 "pyai_caching: vector search on %s failed (%s); the semantic cache uses its own index from now on",
                 self.store.description,
-                str(error)[:200],
+                shorten(redact_url_in_text(str(error)), 200),
             )
 
     def _index_name(self, dim: int) -> str:

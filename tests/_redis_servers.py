@@ -35,6 +35,9 @@ __all__ = ["RedisServer", "TLSFiles", "make_tls_files", "redis_server_executable
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None
+"""Where unix sockets go: a socket's path must stay under 104 (macOS) or 108 (Linux) bytes, and `$TMPDIR` may be
+long (macOS's own is about 50 characters before any folder of ours)."""
 
 
 def redis_server_executable() -> str | None:
@@ -59,23 +62,26 @@ class TLSFiles:
 
 
 def make_tls_files(directory: Path) -> TLSFiles:
-    """Create a CA and a server certificate signed by it with the `openssl` command."""
+    """Create a CA and a server certificate signed by it with the `openssl` command.
+
+    openssl runs inside `directory` on bare file names: it refuses some paths of 250 characters and more ("File
+    name too long" for the serial file it derives from the CA's path), and a deep temporary folder reaches that.
+    """
     openssl = shutil.which("openssl")
     if openssl is None:
         raise RuntimeError("openssl is not on PATH")
-    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
-    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
-    ext = directory / "server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    make_ca = ["req", "-x509", *new_key, "-days", "2", "-keyout", ca_key, "-out", ca_cert]
+    make_ca = ["req", "-x509", *new_key, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt"]
     make_ca += ["-subj", "/CN=pyai_caching test CA"]
-    make_request = ["req", *new_key, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"]
-    sign = ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert]
-    sign += ["-days", "2", "-extfile", ext]
+    make_request = ["req", *new_key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]
+    sign = ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"]
+    sign += ["-out", "server.crt", "-days", "2", "-extfile", "server.ext"]
     for args in (make_ca, make_request, sign):
-        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
-    return TLSFiles(ca_cert=ca_cert, cert=cert, key=key)
+        done = subprocess.run([openssl, *args], cwd=directory, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed in {directory}:\n{done.stderr}")
+    return TLSFiles(ca_cert=directory / "ca.crt", cert=directory / "server.crt", key=directory / "server.key")
 
 
 class RedisServer:
@@ -85,7 +91,8 @@ class RedisServer:
         *args: Extra command-line configuration, e.g. `"--maxmemory", "1mb"`, `"--replicaof", "127.0.0.1", "6400"`,
             `"--user", "alice", "on", ">pw", "~*", "+@all"`.
         password: Sets `requirepass`; `url()` and `client()` then include it.
-        unixsocket: Also listen on a unix socket in the server's folder (see `unix_url`).
+        unixsocket: Also listen on a unix socket, in a folder of its own with a short path under /tmp (see
+            `unix_url`).
         tls: Serve TLS only (the plain port is closed); `url()` then returns a `rediss://` URL. Add
             `"--tls-auth-clients", "yes"` to require client certificates (the readiness probe and `client()`
             present the server's own certificate, which the same CA signed).
@@ -108,7 +115,8 @@ class RedisServer:
         self.password = password
         self.tls = tls
         self.directory = Path(tempfile.mkdtemp(prefix="pyai-redis-"))
-        self.unixsocket: Path | None = self.directory / "redis.sock" if unixsocket else None
+        self._socket_directory = Path(tempfile.mkdtemp(prefix="pr-", dir=SHORT_TMP)) if unixsocket else None
+        self.unixsocket = self._socket_directory / "redis.sock" if self._socket_directory is not None else None
         self._fixed_port = port is not None
         self.port: int = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -210,6 +218,8 @@ class RedisServer:
         """Stop the process and delete its folder."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._socket_directory is not None:
+            shutil.rmtree(self._socket_directory, ignore_errors=True)
 
     def __enter__(self) -> Self:
         self.start()

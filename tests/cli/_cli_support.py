@@ -117,6 +117,15 @@ def squeezed(text: str) -> str:
     return re.sub(r"[\s\u2500-\u257f]", "", text)
 
 
+def words(output: str) -> str:
+    """The text as a reader takes it in: single spaces wherever Rich wrapped a line or padded a cell.
+
+    Rich wraps at the terminal width, so where a line breaks depends on what else is on it (a temporary path is
+    40 characters on one machine and 250 on another). Assert phrases on `words(out)`, and data on `--json`.
+    """
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", output).split())
+
+
 def table_rows(output: str, title: str) -> list[list[str]]:
     """The rows of the Rich table printed under `title` (header first), as lists of stripped cell texts."""
     lines = re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines()

@@ -4,6 +4,7 @@ needed; a wrong password is a clear error that never shows the password."""
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 import uuid
 
@@ -22,6 +23,17 @@ pytestmark = pytest.mark.deployments
 CLUSTER_ONLY = ("+cluster|slots", "+command")
 """redis-py's cluster client reads the slot map and the command table when it starts; a single server needs neither."""
 PERMISSIONS = [token for token in MINIMAL_ACL if token.startswith("+")]
+FIRST_REFUSED_IN_A_SCRIPT = ("+set", "+pttl", "+type", "+del")
+"""Commands whose first refusal comes from inside the lock scripts, where Redis does not name the command."""
+
+
+def refusal(permission: str) -> str:
+    """What Redis says when a user without `permission` first needs it (in the library's error or log)."""
+    if permission in FIRST_REFUSED_IN_A_SCRIPT:
+        return "The user executing the script can't run this command or subcommand"
+    if permission == "+multi":
+        return "EXEC without MULTI"  # MULTI is refused inside a pipeline; redis-py reports the EXEC that follows
+    return f"has no permissions to run the '{permission.removeprefix('+')}' command"
 
 
 def fail_text(exc: BaseException) -> str:
@@ -52,17 +64,33 @@ async def test_a_user_with_the_minimal_acl_can_do_everything_on_a_cluster(
     await exercise_everything(cluster.url(f"{ACL_USER}:{ACL_PASSWORD_IN_URL}@"))
 
 
+async def fails_for_want_of(permission: str, url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Run the scenario as a user without `permission`: it must fail, and because Redis refused that command.
+
+    Some refusals surface as errors (`on_cache_error="raise"`); others are only logged by design (a spend ledger
+    write, a semantic index write), and the scenario's own checks then fail. Either way the refusal itself must be
+    in what the failure shows (its exception chain or the library's log), so a scenario that fails for another
+    reason (a bug, a timeout) fails this test instead of passing it.
+    """
+    expected = (CacheError, redis.RedisError, AssertionError)
+    with caplog.at_level(logging.DEBUG, logger="pyai_caching"), pytest.raises(expected) as failure:
+        await exercise_everything(url)
+    evidence = fail_text(failure.value) + "\n" + caplog.text
+    assert refusal(permission) in evidence, evidence
+    refused_by_name = set(re.findall(r"no permissions to run the '([^']+)' command", evidence))
+    assert refused_by_name <= {permission.removeprefix("+")}, "only the missing permission is ever refused"
+
+
 @pytest.mark.parametrize("permission", [p for p in PERMISSIONS if p not in CLUSTER_ONLY])
 async def test_every_permission_of_the_rule_is_needed(
-    acl_server: RedisServer, scripts_flushed: None, permission: str
+    acl_server: RedisServer, scripts_flushed: None, permission: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = f"without-{uuid.uuid4().hex[:8]}"
     rule = [token for token in MINIMAL_ACL if token != permission]
     with acl_server.client() as admin:
         admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{ACL_PASSWORD}", *rule)
     try:
-        with pytest.raises((CacheError, redis.RedisError, AssertionError)):
-            await exercise_everything(acl_url(acl_server, db=1, user=user))
+        await fails_for_want_of(permission, acl_url(acl_server, db=1, user=user), caplog)
     finally:
         with acl_server.client() as admin:
             admin.acl_deluser(user)
@@ -70,7 +98,7 @@ async def test_every_permission_of_the_rule_is_needed(
 
 @pytest.mark.parametrize("permission", CLUSTER_ONLY)
 async def test_the_cluster_permissions_are_needed_on_a_cluster(
-    cluster: ClusterNodes, scripts_flushed: None, permission: str
+    cluster: ClusterNodes, scripts_flushed: None, permission: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = f"without-{uuid.uuid4().hex[:8]}"
     rule = [token for token in MINIMAL_ACL if token != permission]
@@ -78,8 +106,7 @@ async def test_the_cluster_permissions_are_needed_on_a_cluster(
         with node.client() as admin:
             admin.execute_command("ACL", "SETUSER", user, "reset", "on", f">{ACL_PASSWORD}", *rule)
     try:
-        with pytest.raises((CacheError, redis.RedisError, AssertionError)):
-            await exercise_everything(cluster.url(f"{user}:{ACL_PASSWORD_IN_URL}@"))
+        await fails_for_want_of(permission, cluster.url(f"{user}:{ACL_PASSWORD_IN_URL}@"), caplog)
     finally:
         for node in cluster.nodes:
             with node.client() as admin:

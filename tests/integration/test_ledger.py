@@ -29,7 +29,9 @@ from pyai_caching import (
 from pyai_caching.recorders import LEDGER_KEY_PREFIX, LedgerStatus
 
 ROOT = Path(__file__).resolve().parents[2]
-TODAY = datetime.now(UTC).date()
+DAY = date(2025, 3, 14)
+"""The (UTC) day the expenses of these tests are dated: fixed, so no test depends on when it runs. Reads name their
+days (`since`, `until`, `today=`); the tests of the default window read the clock once, before they write."""
 
 
 def expense(
@@ -41,7 +43,7 @@ def expense(
     saved: Decimal | None = Decimal(0),
     hits: int = 0,
     misses: int = 1,
-    day: date = TODAY,
+    day: date = DAY,
     error: str | None = None,
     unpriced_requests: int = 0,
 ) -> Expense:
@@ -66,7 +68,7 @@ def expense(
 async def test_one_expense_is_one_set_of_documented_fields(redis_url: str, redis_client: redis.Redis) -> None:
     ledger = RedisSpendLedger(redis_url)
     await ledger.record(expense(cost=Decimal("0.0123456789"), saved=Decimal("0.5"), hits=2, misses=1))
-    day_key = f"{LEDGER_KEY_PREFIX}day:{TODAY.isoformat()}"
+    day_key = f"{LEDGER_KEY_PREFIX}day:{DAY.isoformat()}"
     stored = {k.decode(): int(v) for k, v in redis_client.hgetall(day_key).items()}
     prefix = "default|triage|openai:gpt-4o|"
     assert stored == {
@@ -89,7 +91,7 @@ async def test_ledger_keys_survive_clearing_the_cache(redis_url: str, redis_clie
 
 async def test_rows_sum_per_day_namespace_task_and_model(redis_url: str) -> None:
     ledger = RedisSpendLedger(redis_url)
-    yesterday = TODAY - timedelta(days=1)
+    yesterday = DAY - timedelta(days=1)
     for item in [
         expense(cost=Decimal("0.001")),
         expense(cost=Decimal("0.002"), error="RateLimitError"),
@@ -102,64 +104,79 @@ async def test_rows_sum_per_day_namespace_task_and_model(redis_url: str) -> None
     ]:
         await ledger.record(item)
 
-    rows = await ledger.read(since=yesterday, until=TODAY)
+    rows = await ledger.read(since=yesterday, until=DAY)
     table = {(r.day, r.namespace, r.task, r.model): r for r in rows}
     assert len(rows) == 6
-    triage = table[(TODAY, "default", "triage", "openai:gpt-4o")]
+    triage = table[(DAY, "default", "triage", "openai:gpt-4o")]
     assert (triage.cost, triage.saved) == (Decimal("0.003"), Decimal("0.003"))
     assert (triage.calls, triage.requests, triage.hits, triage.misses, triage.errors) == (3, 3, 1, 2, 1)
-    assert table[(TODAY, "default", "triage", "anthropic:claude-sonnet-4-5")].cost == Decimal("0.01")
-    assert table[(TODAY, "default", "summarize", "openai:gpt-4o")].cost == Decimal("0.02")
-    assert table[(TODAY, "tenant-b", "triage", "openai:gpt-4o")].cost == Decimal("0.04")
+    assert table[(DAY, "default", "triage", "anthropic:claude-sonnet-4-5")].cost == Decimal("0.01")
+    assert table[(DAY, "default", "summarize", "openai:gpt-4o")].cost == Decimal("0.02")
+    assert table[(DAY, "tenant-b", "triage", "openai:gpt-4o")].cost == Decimal("0.04")
     assert table[(yesterday, "default", "triage", "openai:gpt-4o")].cost == Decimal("0.08")
-    unpriced = table[(TODAY, "default", "triage", "acme:llm")]
+    unpriced = table[(DAY, "default", "triage", "acme:llm")]
     assert (unpriced.cost, unpriced.unpriced_requests, unpriced.calls) == (Decimal(0), 1, 1)
     assert rows == sorted(rows, key=lambda r: (r.day, r.namespace, r.task, r.model))
 
-    assert [r.day for r in await ledger.read()] == [yesterday] + [TODAY] * 5  # default: the last 30 days
-    assert len(await ledger.read(since=TODAY)) == 5
-    assert {r.task for r in await ledger.read(since=yesterday, task="summarize")} == {"summarize"}
-    assert {r.namespace for r in await ledger.read(since=yesterday, namespace="tenant-b")} == {"tenant-b"}
+    assert [r.day for r in await ledger.read(until=DAY)] == [yesterday] + [DAY] * 5  # default: 30 days to `until`
+    assert len(await ledger.read(since=DAY, until=DAY)) == 5
+    assert {r.task for r in await ledger.read(since=yesterday, until=DAY, task="summarize")} == {"summarize"}
+    assert {r.namespace for r in await ledger.read(yesterday, DAY, namespace="tenant-b")} == {"tenant-b"}
 
     totals = await ledger.read(total=True)
     assert all(r.day is None for r in totals)
     assert {(r.task, r.model): r.cost for r in totals if r.namespace == "default"}[("triage", "openai:gpt-4o")] == (
         Decimal("0.083")
     )
-    assert await ledger.spent("triage") == Decimal("0.013")
+    assert await ledger.spent("triage", today=DAY) == Decimal("0.013")
+    assert await ledger.spent("triage", period="month", today=DAY) == Decimal("0.093")
+    assert await ledger.spent("triage", period="month", today=DAY.replace(month=4, day=1)) == 0
     assert await ledger.spent("triage", period="total") == Decimal("0.093")
-    assert await ledger.spent("triage", namespace="tenant-b") == Decimal("0.04")
+    assert await ledger.spent("triage", namespace="tenant-b", today=DAY) == Decimal("0.04")
+
+
+async def test_reads_default_to_the_30_days_that_end_today(redis_url: str) -> None:
+    ledger = RedisSpendLedger(redis_url)
+    today = datetime.now(UTC).date()  # read once: the run may cross midnight, so each check allows for one more day
+    for age in (0, 28, 40):
+        await ledger.record(expense(day=today - timedelta(days=age), cost=Decimal(age + 1) / 1000))
+    assert [r.day for r in await ledger.read()] == [today - timedelta(days=28), today]
+    before = datetime.now(UTC).date()
+    spent_today = await ledger.spent("triage")  # today in UTC, whatever the local time zone says
+    if before == datetime.now(UTC).date():  # else midnight passed during the call: either answer is right
+        assert spent_today == (Decimal("0.001") if before == today else 0)
+    assert await ledger.spent("triage", period="total") == Decimal("0.071")
 
 
 async def test_names_with_separators_round_trip(redis_url: str) -> None:
     ledger = RedisSpendLedger(redis_url)
     await ledger.record(expense(task="a|b%7C|c", model="custom:model|v2"))
-    [row] = await ledger.read(since=TODAY)
+    [row] = await ledger.read(since=DAY, until=DAY)
     assert (row.task, row.model) == ("a|b%7C|c", "custom:model|v2")
 
 
 async def test_retention_days_expire_day_hashes(redis_url: str, redis_client: redis.Redis) -> None:
     await RedisSpendLedger(redis_url, retention_days=3).record(expense())
-    assert 3 * 86400 - 5 <= redis_client.ttl(f"{LEDGER_KEY_PREFIX}day:{TODAY.isoformat()}") <= 3 * 86400
+    assert 3 * 86400 - 5 <= redis_client.ttl(f"{LEDGER_KEY_PREFIX}day:{DAY.isoformat()}") <= 3 * 86400
     assert redis_client.ttl(f"{LEDGER_KEY_PREFIX}total") == -1
 
 
 async def test_read_ledger_functions(redis_url: str) -> None:
     await RedisSpendLedger(redis_url).record(expense(cost=Decimal("0.25")))
-    [row] = await read_ledger_async(redis_url, since=TODAY)
+    [row] = await read_ledger_async(redis_url, since=DAY, until=DAY)
     assert row.cost == Decimal("0.25")
 
 
 def test_read_ledger_is_usable_from_sync_code(redis_url: str) -> None:
-    redis.Redis.from_url(redis_url).hincrby(f"{LEDGER_KEY_PREFIX}day:{TODAY}", "default|t|m|cost_nusd", 7)
-    [row] = read_ledger(redis_url, since=TODAY, until=TODAY)
+    redis.Redis.from_url(redis_url).hincrby(f"{LEDGER_KEY_PREFIX}day:{DAY}", "default|t|m|cost_nusd", 7)
+    [row] = read_ledger(redis_url, since=DAY, until=DAY)
     assert (row.task, row.model, row.cost) == ("t", "m", Decimal("7E-9"))
 
 
 async def test_foreign_fields_are_ignored(redis_url: str, redis_client: redis.Redis) -> None:
-    key = f"{LEDGER_KEY_PREFIX}day:{TODAY}"
+    key = f"{LEDGER_KEY_PREFIX}day:{DAY}"
     redis_client.hset(key, mapping={"not ours": 1, "a|b|c|future_metric": 5, "a|b|c|calls": "x"})
-    assert await RedisSpendLedger(redis_url).read(since=TODAY) == []
+    assert await RedisSpendLedger(redis_url).read(since=DAY, until=DAY) == []
 
 
 async def test_markers_of_confirmed_writes_do_not_pile_up(redis_url: str, redis_client: redis.Redis) -> None:
@@ -186,7 +203,7 @@ async def test_an_expense_is_all_in_or_not_at_all(
 ) -> None:
     """A planted value where the day's hash belongs: the expense is kept (not half-written into the totals) and
     written, once, when the key is a hash again."""
-    day_key = f"{LEDGER_KEY_PREFIX}day:{TODAY.isoformat()}"
+    day_key = f"{LEDGER_KEY_PREFIX}day:{DAY.isoformat()}"
     redis_client.set(day_key, "planted")
     ledger = RedisSpendLedger(redis_url)
     await ledger.record(expense(cost=Decimal("0.5")))
@@ -196,10 +213,10 @@ async def test_an_expense_is_all_in_or_not_at_all(
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "WRONGTYPE" in warning
     assert "not a ledger hash" in warning
-    assert await ledger.spent("triage") == Decimal("0.75")  # a budget still sees it
+    assert await ledger.spent("triage", today=DAY) == Decimal("0.75")  # a budget still sees it
     redis_client.delete(day_key)
     assert await ledger.flush() == 0
-    [row] = await ledger.read(since=TODAY)
+    [row] = await ledger.read(since=DAY, until=DAY)
     [total] = await ledger.read(total=True)
     assert (row.calls, row.cost) == (total.calls, total.cost) == (2, Decimal("0.75"))
 
@@ -234,7 +251,7 @@ def test_ledger_url_errors_hide_the_password() -> None:
 
 async def test_since_after_until_is_an_error(redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match="since"):
-        await RedisSpendLedger(redis_url).read(since=TODAY, until=TODAY - timedelta(days=1))
+        await RedisSpendLedger(redis_url).read(since=DAY, until=DAY - timedelta(days=1))
 
 
 async def test_calls_record_into_the_ledger(redis_url: str) -> None:
@@ -253,7 +270,7 @@ async def test_calls_record_into_the_ledger(redis_url: str) -> None:
         await cached_agent_run(
             agent, "q", "triage", store=store, custom_costs={"priced": ModelCosts(2, 10)}, expense_hook=ledger
         )
-    [row] = await ledger.read(since=TODAY)
+    [row] = await ledger.read(total=True)  # the calls are dated now: all-time totals do not depend on the day
     assert (row.task, row.model, row.calls, row.hits, row.misses) == ("triage", "function:priced", 3, 2, 1)
     assert (row.cost, row.saved) == (Decimal("0.003"), Decimal("0.006"))
 
@@ -304,6 +321,7 @@ WRITER = textwrap.dedent(
 @pytest.mark.slow
 def test_concurrent_writers_in_several_processes_lose_no_increment(redis_url: str) -> None:
     processes, per_process = 4, 50
+    first_day = datetime.now(UTC).date()  # the writers date their records now: on this day or a later one
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, redis_url, str(n), str(per_process)],
@@ -331,7 +349,7 @@ def test_concurrent_writers_in_several_processes_lose_no_increment(redis_url: st
                 worker.kill()
                 worker.wait()
     total = processes * per_process
-    rows = read_ledger(redis_url, since=TODAY - timedelta(days=1), task="concurrent")
+    rows = read_ledger(redis_url, since=first_day, task="concurrent")
     assert sum(r.calls for r in rows) == total
     assert sum(r.hits for r in rows) == 2 * total
     assert sum(r.misses for r in rows) == total

@@ -186,12 +186,16 @@ async def test_a_scrub_hook_that_breaks_the_entry_is_refused(tmp_path: Path) -> 
     assert not (tmp_path / "c.json").exists()
 
 
-async def test_corrupt_cassette_is_a_loud_error(tmp_path: Path) -> None:
-    path = tmp_path / "c.json"
+@pytest.mark.parametrize("folder", ["short", "deep-folder-" * 20], ids=["short path", "240-character folder"])
+async def test_corrupt_cassette_is_a_loud_error(tmp_path: Path, folder: str) -> None:
+    # However long the path, the error keeps what failed (its start) and the hint that fixes it (its end).
+    path = tmp_path / folder / "c.json"
+    path.parent.mkdir()
     path.write_text("<<<<<<< HEAD\n", encoding="utf-8")
     cache = ResponseCache(store=CassetteStore(path), mode="read_only", on_cache_error="raise")
-    with pytest.raises(CacheError, match=r"is not valid JSON .*merge conflict"):
+    with pytest.raises(CacheError, match=r"CacheError: cassette .*c\.json is not valid JSON .*merge conflict") as error:
         await make_agent(StandIn()).run("Ada", capabilities=[cache])
+    assert str(error.value).endswith("or delete it and record the test again")
 
 
 async def test_signed_entries_are_refused(tmp_path: Path) -> None:
