@@ -26,9 +26,9 @@ import math
 import re
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -37,12 +37,19 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyai_caching.exceptions import ConfigurationError
 
+from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
+from ._lag import loop_lag
+
 __all__ = ["RedisStore"]
+
+T = TypeVar("T")
 
 _ACCEPTED_FORMS: Final = (
     "accepted forms: redis://[[user]:password@]host[:port][/db], "
@@ -96,6 +103,18 @@ _RELEASE_LOCK: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Reads check the size in the same round trip: a value longer than ARGV[1] is not sent, only its length is.
+_READ: Final = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > tonumber(ARGV[1]) then return size end
+return redis.call('GET', KEYS[1])
+"""
+INLINE_BYTES: Final = 1024 * 1024
+"""Values up to this size are read in one round trip. A bigger one costs two: its size, then the value itself,
+so that a timeout while it is being transferred is known to be a slow transfer of that value, not an outage."""
+_NO_LIMIT: Final = 2**53
+_EXCUSED_RETRIES: Final = 3
+"""How many times one command is sent again after a timeout that the busy event loop, not the server, caused."""
 
 _Topology = Literal["server", "sentinel", "cluster"]
 
@@ -122,6 +141,7 @@ class _Target:
 class _LoopClient:
     client: Redis | RedisCluster
     guard: AsyncGenerator[None, None]
+    scripts: dict[str, AsyncScript] = field(default_factory=dict)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -181,6 +201,7 @@ class RedisStore:
         pool_timeout: float = 5.0,
         client_name: str | None = "pyai_caching",
         sentinel_kwargs: Mapping[str, Any] | None = None,
+        max_entry_bytes: int | None = DEFAULT_MAX_ENTRY_BYTES,
         **connection_kwargs: Any,
     ) -> None:
         """Validate the configuration; no connection is made until the first operation.
@@ -205,6 +226,9 @@ class RedisStore:
             sentinel_kwargs: Connection options for the sentinels themselves (`redis+sentinel://` only), for
                 example `{"password": "..."}` when they require one. By default they get the timeouts above
                 and no credentials.
+            max_entry_bytes: The largest value `set` writes and `get` reads (8 MiB by default; `None`: no limit).
+                `get` checks the size on the server in the same round trip (a Lua script: `STRLEN`, then `GET`
+                only if it fits), so a bigger value is never downloaded: `EntryTooLargeError` is raised instead.
             **connection_kwargs: Passed to redis-py's connection (for example `password=` to keep it out of
                 the URL, `health_check_interval=`, `ssl_ca_certs=`, `ssl_ca_data=`; for a cluster, also
                 `RedisCluster` options such as `require_full_coverage=`). They win over the defaults above,
@@ -241,6 +265,7 @@ class RedisStore:
             raise ConfigurationError(
                 f"sentinel_kwargs only applies to redis+sentinel:// URLs, not to {target.description}"
             )
+        self._max_entry_bytes = check_max_entry_bytes(max_entry_bytes)
         self._description = target.description
         self._target = target
         self._max_connections = max_connections
@@ -262,6 +287,8 @@ class RedisStore:
             **(sentinel_kwargs or {}),
         }
         self._check_options()
+        self._socket_timeout = _seconds(self._options.get("socket_timeout"))
+        self._connect_timeout = _seconds(self._options.get("socket_connect_timeout")) or self._socket_timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -300,28 +327,61 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore({self._description!r})"
 
+    @property
+    def max_entry_bytes(self) -> int | None:
+        """The largest value this store writes and reads, in bytes (`None`: no limit)."""
+        return self._max_entry_bytes
+
     async def get(self, key: str) -> bytes | None:
-        """`GET key`. Raises `redis.exceptions.ResponseError` (`WRONGTYPE`) if the key holds a non-string."""
-        client = await self._client()
-        return cast("bytes | None", await client.get(key))
+        """The value of `key` if it is at most `max_entry_bytes` long (checked on the server, in the same round trip).
+
+        Raises `EntryTooLargeError` for a longer value (which is not downloaded), `SlowTransferError` when a value
+        over 1 MiB could not be downloaded within `socket_timeout` although the server answered, and
+        `redis.exceptions.ResponseError` (`WRONGTYPE`) if the key holds something other than a string.
+        """
+        limit = _NO_LIMIT if self._max_entry_bytes is None else self._max_entry_bytes
+        found = await self._script(_READ, [key], [min(limit, INLINE_BYTES)])
+        if not isinstance(found, int):
+            return cast("bytes | None", found)
+        if found > limit:
+            raise EntryTooLargeError(key, found, limit)
+        try:
+            found = await self._script(_READ, [key], [limit])
+        except RedisTimeoutError as error:
+            raise SlowTransferError(
+                f"reading {key} ({found:,} bytes) from {self._description} took more than socket_timeout="
+                f"{self._socket_timeout} s although the server answered (a slow link?)"
+            ) from error
+        if isinstance(found, int):  # it was replaced by a bigger value in between
+            raise EntryTooLargeError(key, found, limit)
+        return cast("bytes | None", found)
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
         """`SET key value PX ms` (no expiry when `ttl` is `None`): an atomic replace of any previous value.
 
-        A `ttl` of zero or less deletes the key, since such an entry would already have expired.
+        A `ttl` of zero or less deletes the key, since such an entry would already have expired. A value over
+        `max_entry_bytes` raises `EntryTooLargeError` (nothing is sent), and one over 1 MiB that could not be sent
+        within `socket_timeout` raises `SlowTransferError`.
         """
-        client = await self._client()
-        if ttl is None:
-            await client.set(key, value)
-        elif ttl > 0:
-            await client.set(key, value, px=math.ceil(ttl * 1000))
-        else:
-            await client.unlink(key)
+        if self._max_entry_bytes is not None and len(value) > self._max_entry_bytes:
+            raise EntryTooLargeError(key, len(value), self._max_entry_bytes)
+        if ttl is not None and ttl <= 0:
+            await self._call(lambda client: client.unlink(key))
+            return
+        px = None if ttl is None else math.ceil(ttl * 1000)
+        try:
+            await self._call(lambda client: client.set(key, value, px=px))
+        except RedisTimeoutError as error:
+            if len(value) <= INLINE_BYTES:
+                raise
+            raise SlowTransferError(
+                f"writing {key} ({len(value):,} bytes) to {self._description} took more than socket_timeout="
+                f"{self._socket_timeout} s (a slow link?)"
+            ) from error
 
     async def delete(self, key: str) -> bool:
         """`UNLINK key`; return whether the key existed."""
-        client = await self._client()
-        removed: int = await client.unlink(key)
+        removed: int = await self._call(lambda client: client.unlink(key))
         return removed > 0
 
     async def scan(self, prefix: str) -> AsyncIterator[str]:
@@ -364,10 +424,47 @@ class RedisStore:
         return await self._lock_script(_RELEASE_LOCK, key, token, None)
 
     async def _lock_script(self, script: str, key: str, token: str, ttl: float | None) -> bool:
-        client = await self._client()
         args: list[str | int] = [token] if ttl is None else [token, max(1, math.ceil(ttl * 1000))]
-        result = await client.register_script(script)(keys=[key], args=args)
-        return bool(result)
+        return bool(await self._script(script, [key], args))
+
+    async def _script(self, script: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a Lua script (`EVALSHA`, loading it on the first `NOSCRIPT`)."""
+        await self._client()
+        entry = self._clients[asyncio.get_running_loop()]
+        runner = entry.scripts.get(script)
+        if runner is None:
+            runner = entry.scripts[script] = entry.client.register_script(script)
+        return await self._call(lambda client: runner(keys=keys, args=args))
+
+    async def _call(self, command: Callable[[Redis | RedisCluster], Awaitable[T]]) -> T:
+        """Send one (idempotent) command; send it again when it timed out because this process was too busy.
+
+        A timeout that fired while the event loop was stalled for most of the wait says nothing about the server
+        (its reply may have been waiting to be read all along): the command is sent again, up to 3 times. A
+        timeout on a responsive loop is raised at once, as are all other errors.
+        """
+        client = await self._client()
+        lag = loop_lag()
+        loop = asyncio.get_running_loop()
+        with lag.watching():
+            for attempt in range(_EXCUSED_RETRIES + 1):
+                started = loop.time()
+                try:
+                    return await command(client)
+                except (RedisTimeoutError, RedisConnectionError) as error:
+                    limit = self._timeout_of(error)
+                    if limit is None or attempt == _EXCUSED_RETRIES or not lag.excuses(started, limit):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout_of(self, error: RedisError) -> float | None:
+        """The timeout that `error` reports running out (`None`: the error is not a timeout)."""
+        text = str(error)
+        if isinstance(error, RedisTimeoutError):
+            return self._connect_timeout if "connecting" in text else self._socket_timeout
+        if "No connection available" in text:
+            return self._pool_timeout
+        return None
 
     async def close(self) -> None:
         """Close the connections of the running event loop; the next operation opens new ones.
@@ -450,6 +547,10 @@ class RedisStore:
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._clients if loop.is_closed()]:
             del self._clients[loop]
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
 def _match_prefix(prefix: str) -> str:
