@@ -35,7 +35,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,7 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pyai_caching.exceptions import ConfigurationError
 
 from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
-from ._lag import loop_lag
+from ._lag import loop_lag, responsive_timeout
 
 __all__ = ["RedisStore"]
 
@@ -142,6 +142,71 @@ class _LoopClient:
     client: Redis | RedisCluster
     guard: AsyncGenerator[None, None]
     scripts: dict[str, AsyncScript] = field(default_factory=dict)
+
+
+class _LagTolerant(AbstractConnection):
+    """A connection whose connect and reply timeouts count responsive event-loop time (see `stores._lag`).
+
+    redis-py's own timeouts measure wall time: when this process is busy, a reply that arrived at once is read
+    late and the timeout fires anyway; the connection is then dropped and the next command opens a new one, which
+    times out too while the process stays busy. Here redis-py gets generous wall-time timeouts as a backstop, and
+    `connect_timeout` / `socket_timeout` are enforced as time during which the loop could have read the reply.
+    """
+
+    def __init__(self, *args: Any, lag_tolerant: tuple[float | None, float | None] = (None, None), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._reply_budget, self._connect_budget = lag_tolerant
+
+    async def _connect(self) -> None:
+        connect: Any = super()._connect  # type: ignore[safe-super]
+        if self._connect_budget is None:
+            await connect()
+            return
+        async with responsive_timeout(self._connect_budget):
+            await connect()
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        if self._reply_budget is None or kwargs.get("timeout") is not None or len(args) > 1:
+            return await super().read_response(*args, **kwargs)
+        try:
+            async with responsive_timeout(self._reply_budget):
+                return await super().read_response(*args, **kwargs)
+        except TimeoutError:  # ours (redis-py raises its own `TimeoutError` class)
+            raise RedisTimeoutError(f"Timeout reading from {self._host_error()}") from None
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        if self._reply_budget is None:
+            return await super().send_packed_command(*args, **kwargs)
+        try:
+            async with responsive_timeout(self._reply_budget + (self._connect_budget or 0.0)):
+                await super().send_packed_command(*args, **kwargs)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout writing to socket") from None
+
+
+class _TolerantConnection(_LagTolerant, Connection):
+    pass
+
+
+class _TolerantSSLConnection(_LagTolerant, SSLConnection):
+    pass
+
+
+class _TolerantUnixConnection(_LagTolerant, UnixDomainSocketConnection):
+    pass
+
+
+class _TolerantSentinelConnection(_LagTolerant, SentinelManagedConnection):
+    pass
+
+
+_TOLERANT: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
+    Connection: _TolerantConnection,
+    SSLConnection: _TolerantSSLConnection,
+    UnixDomainSocketConnection: _TolerantUnixConnection,
+}
+_BACKSTOP: Final = 30.0
+"""Least wall-time timeout given to redis-py under the responsive ones (an event loop stalled that long)."""
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -510,6 +575,13 @@ class RedisStore:
                 **self._options,
             )
             return cluster, None
+        # One server, or a Sentinel's master: connections whose timeouts tolerate a busy event loop.
+        options = {
+            **self._options,
+            "socket_timeout": _backstop(self._socket_timeout),
+            "socket_connect_timeout": _backstop(self._connect_timeout),
+            "lag_tolerant": (self._socket_timeout, self._connect_timeout),
+        }
         if target.topology == "sentinel":
             sentinel: Sentinel = cast("Any", Sentinel)(
                 list(target.nodes), sentinel_kwargs=self._sentinel_options, **self._options
@@ -519,13 +591,14 @@ class RedisStore:
                 connection_pool_class=_BlockingSentinelPool,
                 max_connections=self._max_connections,
                 timeout=self._pool_timeout,
+                **{**options, "connection_class": _TolerantSentinelConnection},
             )
             return cast("Redis", master), sentinel
         pool = BlockingConnectionPool(
-            connection_class=target.connection_class,
+            connection_class=_TOLERANT.get(target.connection_class, target.connection_class),
             max_connections=self._max_connections,
             timeout=self._pool_timeout,
-            **self._options,
+            **options,
         )
         return Redis.from_pool(pool), None
 
@@ -547,6 +620,10 @@ class RedisStore:
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._clients if loop.is_closed()]:
             del self._clients[loop]
+
+
+def _backstop(timeout: float | None) -> float | None:
+    return None if timeout is None else max(_BACKSTOP, 4 * timeout)
 
 
 def _seconds(value: Any) -> float | None:
