@@ -190,8 +190,7 @@ class LocalStore:
                     " (a new, empty one)" if change == "deleted" else "",
                 )
                 self._drop_connection()
-                if change == "deleted":
-                    _remove_orphaned_log(self._path)
+                _remove_orphaned_log(self._path)
                 connection = None
             elif self._reopen_at is not None and time.monotonic() >= self._reopen_at:
                 self._drop_connection()  # read-only a while ago: maybe writable again
@@ -380,12 +379,21 @@ def _change(path: Path, identity: tuple[int, int] | None) -> str:
 
 
 def _remove_orphaned_log(path: Path) -> None:
-    """Delete the `-wal` and `-shm` files a deleted database file left behind, if it is still missing.
+    """Delete the `-wal` and `-shm` files that a deleted or replaced database file left behind.
 
-    A new database created at the path would otherwise share them with the deleted one (SQLite finds them by
-    name), and read the old file's pages from them as its own.
+    SQLite finds them by name: a database created or moved in at the path would otherwise read the old file's
+    pages from them as its own. They are the old file's when the database is gone, or when the log was last
+    written before the database now at the path arrived there (a log written since belongs to the new file).
     """
-    if path.exists():
+    try:
+        arrived = os.stat(path).st_ctime
+    except FileNotFoundError:
+        arrived = None
+    try:
+        log_written = os.stat(f"{path}-wal").st_mtime
+    except FileNotFoundError:
+        log_written = None
+    if arrived is not None and (log_written is None or log_written > arrived):
         return
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):

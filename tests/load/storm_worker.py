@@ -5,12 +5,13 @@ on stdin: `<namespace>` runs `calls` concurrent `cached_agent_run` calls over `p
 namespace and prints one JSON line (model calls made, errors, wrong answers, cache errors counted by the library);
 `quit` ends it.
 
-While the calls run, the process is busy the way a real service is: every `stall_every` seconds, `burners`
-tasks each do `stall / burners` seconds of CPU work, so one turn of its event loop takes `stall` seconds (longer
-than the Redis timeouts) in between the callbacks that send commands and read replies. Replies that arrive
-meanwhile are read late. Nothing here slows the server down.
+The process is busy the way a loaded service is: each call is preceded by `cpu` seconds of CPU work (handling
+the request that needs it). The calls of a burst start in one turn of the event loop, so the first ones send
+their Redis commands and then wait while the others do their CPU work: `calls * cpu` seconds, longer than the
+Redis timeouts, before the loop comes back to read the replies, which arrived at once. Nothing here slows the
+server down.
 
-Options: `url`, `calls`, `prompts`, `model_sleep`, `stall`, `stall_every`, `burners`.
+Options: `url`, `calls`, `prompts`, `model_sleep`, `cpu`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,11 @@ def _prompt_of(messages: list[ModelMessage]) -> str:
     return ""
 
 
-async def _busy(burn: float, every: float) -> None:
-    """Keep the event loop busy: `burn` seconds of CPU work, every `every` seconds."""
-    while True:
-        await asyncio.sleep(every)
-        end = time.perf_counter() + burn
-        while time.perf_counter() < end:
-            pass
+def _burn(seconds: float) -> None:
+    """CPU work that holds the event loop (parsing a request, rendering a template, ...)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 async def main(options: dict[str, Any]) -> None:
@@ -60,6 +59,7 @@ async def main(options: dict[str, Any]) -> None:
 
     async def one(i: int, namespace: str) -> str | None:
         prompt = f"question {i % options['prompts']}"
+        _burn(options["cpu"])
         try:
             answer = await cached_agent_run(
                 agent, prompt, "storm", redis_url=options["url"], namespace=namespace, retry=False
@@ -76,13 +76,7 @@ async def main(options: dict[str, Any]) -> None:
         if not line or line == "quit":
             return
         calls_before, errors_before = model_calls, metrics.snapshot().total.errors
-        # The burners wake together, with the calls' own timers: one loop iteration then runs `stall` seconds of
-        # CPU work in between the callbacks that send commands and read replies.
-        burners = options["burners"]
-        busy = [asyncio.create_task(_busy(options["stall"] / burners, options["stall_every"])) for _ in range(burners)]
         problems = await asyncio.gather(*(one(i, line) for i in range(options["calls"])))
-        for task in busy:
-            task.cancel()
         report = {
             "model_calls": model_calls - calls_before,
             "errors": [p for p in problems if p is not None and p.startswith("error")],
