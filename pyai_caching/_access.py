@@ -15,8 +15,8 @@ working while writes fail. A key that holds a value of another type (`WRONGTYPE`
 entry, and gets overwritten.
 
 Entries larger than `max_entry_bytes` (8 MiB by default, or the store's own limit) are not written, and are never
-downloaded by the stores that check the size on their side (`RedisStore`, `LocalStore`): a miss, with one warning
-per key.
+downloaded by the stores that check the size on their side (`RedisStore`, `LocalStore`): a miss. One warning per
+store for writes and one for reads; the others are logged at DEBUG level and counted.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ _failed_at: dict[str, float] = {}
 _recovered_at: dict[str, float] = {}
 _down_until: dict[str, float] = {}
 _streak: dict[str, int] = {}
+_last_error: dict[str, str] = {}
 _warned: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 _WARNED_KEPT: Final = 1024
 
@@ -109,7 +110,7 @@ class StoreSkipped(Exception):
 def reset_health() -> None:
     """Forget everything learned about failing stores (for tests: a later server may reuse a port, hence a name)."""
     with _health_lock:
-        for state in (_failing, _failed_at, _recovered_at, _down_until, _streak, _warned):
+        for state in (_failing, _failed_at, _recovered_at, _down_until, _streak, _last_error, _warned):
             state.clear()
 
 
@@ -125,6 +126,7 @@ def _report_failure(
             # It was under way before the store recovered: a late echo of the outage that ended, not a new one.
             logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
             return
+        _last_error[name] = f"{type(error).__name__}: {_safe_message(error)}"
         if outage:
             streak = _streak[name] = _streak.get(name, 0) + 1
             if streak >= DOWN_AFTER:
@@ -169,6 +171,26 @@ def _report_success(store: Store, operation: str, started: float) -> None:
     logger.warning("pyai_caching: cache on %s recovered; caching resumed", name)
 
 
+def _announce_skipping(store: Store, operation: str) -> None:
+    """Warn about an outage that only callers with `on_cache_error="raise"` have met so far (they got exceptions;
+    this caller goes on without the cache, and is told once)."""
+    name = store.description
+    if name in _failing:
+        return
+    with _health_lock:
+        if name in _failing:
+            return
+        _failing[name] = {operation}
+        _failed_at[name] = time.monotonic()
+        cause = _last_error.get(name, "it failed just before")
+    logger.warning(
+        "pyai_caching: cache %s skipped on %s (%s); calls go on without the cache until it recovers",
+        operation,
+        name,
+        cause,
+    )
+
+
 def _skip(store: Store) -> bool:
     """Whether to skip an operation because the store was unreachable a moment ago (one probe gets through)."""
     name = store.description
@@ -192,7 +214,7 @@ def _is_down(store: Store) -> bool:
 
 
 def _first_time(store: Store, kind: str, key: str) -> bool:
-    """Whether `kind` is reported for this key for the first time (a bounded memory: one warning per key)."""
+    """Whether `kind` is reported for `key` of this store for the first time (remembered for the last 1,024)."""
     marker = (store.description, kind, key)
     with _health_lock:
         if marker in _warned:
@@ -230,7 +252,7 @@ class StoreAccess:
     responsive event-loop time: a stall of this process does not use it up (see `stores._lag`)."""
     max_entry_bytes: int | Literal["store"] | None = STORE_LIMIT
     """The largest entry written or accepted, in bytes; `None`: no limit; `"store"` (default): the store's own
-    `max_entry_bytes`, or 8 MiB for a store that has none. A bigger answer is not stored (one warning per key)."""
+    `max_entry_bytes`, or 8 MiB for a store that has none. A bigger answer is not stored (one warning)."""
     _limit: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -265,6 +287,7 @@ class StoreAccess:
             if record is not None:
                 record.cache_errors += 1
             _observe.cache_error(operation, StoreSkipped(), record)
+            _announce_skipping(self.store, operation)
             return Outcome.SKIPPED, None
         started = time.monotonic()
         lag = loop_lag()
@@ -325,11 +348,14 @@ class StoreAccess:
     def _too_large(self, operation: str, error: EntryTooLargeError, record: CallRecord | None) -> None:
         _observe.cache_error(operation, error, record)
         if operation == "set":
-            text = "pyai_caching: not storing %s: %s bytes, more than max_entry_bytes=%s (returned, not cached)"
+            text = "pyai_caching: not storing %s: %s bytes, more than max_entry_bytes=%s (the answer is returned)"
         else:
-            text = "pyai_caching: ignoring %s: %s bytes, more than max_entry_bytes=%s (not downloaded; a miss)"
-        level = logging.WARNING if _first_time(self.store, operation, error.key) else logging.DEBUG
-        logger.log(level, text, error.key, f"{error.size:,}", f"{error.limit:,}")
+            text = "pyai_caching: ignoring %s: %s bytes, more than max_entry_bytes=%s (not downloaded: a miss)"
+        # One warning per store and direction; the others at DEBUG (all are counted as `<operation>:EntryTooLarge`).
+        first = _first_time(self.store, "too large", operation)
+        if first:
+            text += "; further ones are logged at DEBUG level"
+        logger.log(logging.WARNING if first else logging.DEBUG, text, error.key, f"{error.size:,}", f"{error.limit:,}")
 
     async def read_raw(self, key: str, record: CallRecord | None = None) -> tuple[Outcome, bytes | None]:
         """One read of `key` (not shared with other readers): how it went, and the bytes (`None`: a miss)."""

@@ -296,3 +296,25 @@ async def test_a_restarted_redis_is_used_again_without_an_error(
     client = server.client()
     assert len(entry_keys(client)) == 16  # request and run entries of the 8 calls after the restart
     client.close()
+
+
+async def test_on_cache_error_raise_reports_each_failure_once_by_the_exception(
+    redis_server_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With `raise`, the `CacheError` is the report: nothing is logged as a warning for the same failure."""
+    caplog.set_level(logging.DEBUG, logger="pyai_caching")
+    server = redis_server_factory()
+    url = server.url()
+    echo = Echo()
+    agent = echo.agent()
+    assert await cached_agent_run(agent, "up", "t", redis_url=url, on_cache_error="raise") == answer_to("up")
+    await asyncio.to_thread(server.stop)
+    for i in range(3):
+        with pytest.raises(CacheError):
+            await cached_agent_run(agent, f"down {i}", "t", redis_url=url, on_cache_error="raise")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+    # A fail-open call of the same outage still warns (once): nobody was told otherwise.
+    for i in range(3):
+        assert await cached_agent_run(agent, f"open {i}", "t", redis_url=url) == answer_to(f"open {i}")
+    assert len(warnings_with(caplog, "calls go on without the cache")) == 1

@@ -46,13 +46,9 @@ def read_only(*paths: Path) -> Iterator[None]:
             else:
                 path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
             done.append(path)
-        probe = paths[0] / "probe" if paths[0].is_dir() else paths[0]
+        first = paths[0]
         with pytest.raises(OSError):  # the fault is real
-            if probe == paths[0]:
-                with open(probe, "ab"):
-                    pass
-            else:
-                probe.touch()
+            _write_to(first / "probe" if first.is_dir() else first)
         yield
     finally:
         for path in done:
@@ -61,6 +57,11 @@ def read_only(*paths: Path) -> Iterator[None]:
                 subprocess.run([chattr, "-i", str(path)], check=True)
             else:
                 path.chmod(modes[path])
+
+
+def _write_to(path: Path) -> None:
+    with open(path, "ab") as file:
+        file.write(b"")
 
 
 async def populate(directory: Path, echo: Echo, *prompts: str) -> None:
