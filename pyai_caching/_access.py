@@ -291,14 +291,15 @@ class StoreAccess:
             return Outcome.SKIPPED, None
         started = time.monotonic()
         lag = loop_lag()
-        loop_started = lag.now()
+        loop_started = lag.start()  # measures the event loop's stalls while the operation runs
         try:
-            with lag.watching():
-                result = await wait_responsive(awaitable, self.timeout)
+            result = await (awaitable if self.timeout is None else wait_responsive(awaitable, self.timeout))
         except asyncio.CancelledError:
             raise
         except Exception as error:
             return self._failed(operation, error, record, raising, started, lag.mostly_stalled(loop_started))
+        finally:
+            lag.stop()
         _report_success(self.store, operation, started)
         return Outcome.OK, result
 

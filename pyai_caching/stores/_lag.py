@@ -59,19 +59,29 @@ class LoopLag:
         self._active = 0
         self._idle_since = 0.0
 
+    def start(self) -> float:
+        """An operation starts: keep measuring until the matching `stop`. Returns the loop's time."""
+        self._active += 1
+        now = self._loop.time()
+        if self._handle is None:
+            self._due = now + PERIOD
+            self._handle = self._loop.call_at(self._due, self._tick)
+        return now
+
+    def stop(self) -> None:
+        """An operation started with `start` ended."""
+        self._active -= 1
+        if not self._active:
+            self._idle_since = self._loop.time()
+
     @contextmanager
     def watching(self) -> Iterator[None]:
         """Keep measuring while the block runs (an operation in flight)."""
-        self._active += 1
-        if self._handle is None:
-            self._due = self._loop.time() + PERIOD
-            self._handle = self._loop.call_at(self._due, self._tick)
+        self.start()
         try:
             yield
         finally:
-            self._active -= 1
-            if not self._active:
-                self._idle_since = self._loop.time()
+            self.stop()
 
     def _tick(self) -> None:
         now = self._loop.time()
@@ -134,7 +144,7 @@ class responsive_timeout:
     that does not answer still times out after about `seconds` (a responsive loop stalls for no time at all).
     """
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_lag", "_seconds", "_started", "_task", "_watch")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_lag", "_seconds", "_started", "_task")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
@@ -147,12 +157,9 @@ class responsive_timeout:
             raise RuntimeError("responsive_timeout must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._lag = loop_lag()
-        self._watch = self._lag.watching()
-        self._watch.__enter__()
-        loop = asyncio.get_running_loop()
-        self._started = loop.time()
-        self._handle = loop.call_at(self._started + self._seconds, self._check)
+        self._lag = lag = loop_lag()
+        self._started = lag.start()
+        self._handle = lag._loop.call_at(self._started + self._seconds, self._check)
         return self
 
     def _check(self) -> None:
@@ -172,7 +179,7 @@ class responsive_timeout:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._watch.__exit__(None, None, None)
+        self._lag.stop()
         if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
 

@@ -39,7 +39,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelMan
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyai_caching.exceptions import ConfigurationError
@@ -149,8 +149,9 @@ class _LagTolerant(AbstractConnection):
 
     redis-py's own timeouts measure wall time: when this process is busy, a reply that arrived at once is read
     late and the timeout fires anyway; the connection is then dropped and the next command opens a new one, which
-    times out too while the process stays busy. Here redis-py gets generous wall-time timeouts as a backstop, and
-    `connect_timeout` / `socket_timeout` are enforced as time during which the loop could have read the reply.
+    times out too while the process stays busy. Here `connect_timeout` and `socket_timeout` are enforced as time
+    during which the loop could have read the reply (redis-py keeps a generous wall-time connect timeout as a
+    backstop). Writing a big command (over 64 KiB) is bounded like a reply; a small one never waits.
     """
 
     def __init__(self, *args: Any, lag_tolerant: tuple[float | None, float | None] = (None, None), **kwargs: Any):
@@ -174,12 +175,15 @@ class _LagTolerant(AbstractConnection):
         except TimeoutError:  # ours (redis-py raises its own `TimeoutError` class)
             raise RedisTimeoutError(f"Timeout reading from {self._host_error()}") from None
 
-    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
-        if self._reply_budget is None:
-            return await super().send_packed_command(*args, **kwargs)
+    async def send_packed_command(self, command: Any, *args: Any, **kwargs: Any) -> None:
+        # A small command fits in the socket's buffer: writing it never waits. A big one (a large entry) may wait
+        # for the server to read it: that wait is bounded like a reply.
+        big = not isinstance(command, str | bytes) and sum(len(part) for part in command) > _BIG_SEND
+        if self._reply_budget is None or not big:
+            return await super().send_packed_command(command, *args, **kwargs)
         try:
-            async with responsive_timeout(self._reply_budget + (self._connect_budget or 0.0)):
-                await super().send_packed_command(*args, **kwargs)
+            async with responsive_timeout(self._reply_budget):
+                await super().send_packed_command(command, *args, **kwargs)
         except TimeoutError:
             raise RedisTimeoutError("Timeout writing to socket") from None
 
@@ -206,7 +210,8 @@ _TOLERANT: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
     UnixDomainSocketConnection: _TolerantUnixConnection,
 }
 _BACKSTOP: Final = 30.0
-"""Least wall-time timeout given to redis-py under the responsive ones (an event loop stalled that long)."""
+"""Least wall-time connect timeout given to redis-py under the responsive one (an event loop stalled that long)."""
+_BIG_SEND: Final = 64 * 1024
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -493,33 +498,35 @@ class RedisStore:
         return bool(await self._script(script, [key], args))
 
     async def _script(self, script: str, keys: list[str], args: list[str | int]) -> Any:
-        """Run a Lua script (`EVALSHA`, loading it on the first `NOSCRIPT`)."""
-        await self._client()
-        entry = self._clients[asyncio.get_running_loop()]
+        """Run a Lua script: `EVALSHA`, loading it (`SCRIPT LOAD`) on a `NOSCRIPT` error."""
+        entry = await self._loop_client()
         runner = entry.scripts.get(script)
         if runner is None:
             runner = entry.scripts[script] = entry.client.register_script(script)
-        return await self._call(lambda client: runner(keys=keys, args=args))
+        try:
+            return await self._call(lambda client: client.evalsha(runner.sha, len(keys), *keys, *args), entry)
+        except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
+            return await self._call(lambda client: runner(keys=keys, args=args), entry)
 
-    async def _call(self, command: Callable[[Redis | RedisCluster], Awaitable[T]]) -> T:
+    async def _call(
+        self, command: Callable[[Redis | RedisCluster], Awaitable[T]], entry: _LoopClient | None = None
+    ) -> T:
         """Send one (idempotent) command; send it again when it timed out because this process was too busy.
 
         A timeout that fired while the event loop was stalled for most of the wait says nothing about the server
         (its reply may have been waiting to be read all along): the command is sent again, up to 3 times. A
         timeout on a responsive loop is raised at once, as are all other errors.
         """
-        client = await self._client()
-        lag = loop_lag()
+        client = (entry or await self._loop_client()).client
         loop = asyncio.get_running_loop()
-        with lag.watching():
-            for attempt in range(_EXCUSED_RETRIES + 1):
-                started = loop.time()
-                try:
-                    return await command(client)
-                except (RedisTimeoutError, RedisConnectionError) as error:
-                    limit = self._timeout_of(error)
-                    if limit is None or attempt == _EXCUSED_RETRIES or not lag.excuses(started, limit):
-                        raise
+        for attempt in range(_EXCUSED_RETRIES + 1):
+            started = loop.time()
+            try:
+                return await command(client)
+            except (RedisTimeoutError, RedisConnectionError) as error:
+                limit = self._timeout_of(error)
+                if limit is None or attempt == _EXCUSED_RETRIES or not loop_lag().excuses(started, limit):
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _timeout_of(self, error: RedisError) -> float | None:
@@ -550,6 +557,9 @@ class RedisStore:
         Other modules of the library use it for commands beyond the store's (the spend ledger, the semantic
         index); anything they send to a cluster must keep its keys in one hash slot.
         """
+        return (await self._loop_client()).client
+
+    async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
@@ -562,7 +572,7 @@ class RedisStore:
             with self._lock:
                 self._forget_closed_loops()
                 self._clients[loop] = entry
-        return entry.client
+        return entry
 
     def _new_client(self) -> tuple[Redis | RedisCluster, Sentinel | None]:
         target = self._target
@@ -578,7 +588,7 @@ class RedisStore:
         # One server, or a Sentinel's master: connections whose timeouts tolerate a busy event loop.
         options = {
             **self._options,
-            "socket_timeout": _backstop(self._socket_timeout),
+            "socket_timeout": None,  # replies (and big writes) are bounded by the responsive timeouts above
             "socket_connect_timeout": _backstop(self._connect_timeout),
             "lag_tolerant": (self._socket_timeout, self._connect_timeout),
         }
