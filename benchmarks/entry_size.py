@@ -32,7 +32,6 @@ PROMPT = "tell me everything"
 
 async def _child(options: dict[str, Any]) -> dict[str, Any]:
     import redis
-
     from pydantic_ai import Agent
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel

@@ -125,9 +125,10 @@ async def test_a_paused_redis_adds_at_most_about_the_cache_timeout(
     added = [d - echo.sleep for d in durations]
     shown = ", ".join(f"{a * 1000:.0f}" for a in added)
     print(f"\ntime a paused Redis added to each call: {shown} ms; a burst of 10 calls took {burst:.2f} s")
-    # A call that meets the hung server pays one timeout; the calls after it skip the store for a second.
-    assert max(added) < timeout + 0.3
-    assert sum(added) < 2 * timeout + 0.5
+    # A call that meets the hung server pays two timeouts (two failures in a row make the store skipped); the calls
+    # after it skip the store for a second.
+    assert max(added) < 2 * timeout + 0.3
+    assert sum(added) < 3 * timeout + 0.5
     assert burst < timeout + echo.sleep + 0.5
     assert len(warnings_with(caplog, "calls go on without the cache")) == 1
 
