@@ -22,8 +22,13 @@ Two levels:
 
 When the leader fails (the model raised, the run was cancelled, the response was incomplete), nothing is stored
 and the waiters are released at once: one of them becomes the new leader and calls the model itself, the others
-wait on it. A store that fails while locking or polling is treated like no lock at all (fail-open): the call goes
-to the model.
+wait on it.
+
+A store that is down (see `_access`: several failures in a row) is treated like no lock at all (fail-open): the
+call goes to the model. One failed or timed-out lock or poll command is not enough for that: a waiter keeps
+waiting and tries again (for at most the lock's lifetime without a single answer from the store), and a new
+holder whose check for the entry fails checks again before it calls the model. Under load, when event loops lag
+and single commands time out, a waiter never becomes a model caller because of one timeout.
 
 What the lock does not guarantee: it is advisory and it expires. A holder that stalls longer than the lock's
 lifetime without renewing it (a blocked event loop, a paused process) loses it, and another process may call the
@@ -46,11 +51,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
-from ._access import StoreAccess
+from ._access import Outcome, StoreAccess
 from ._context import CallRecord
 from ._serialization import EntryDecodeError, EntryEncodeError, ResponseEntry, decode_response_entry, encode_entry
 from .exceptions import ConfigurationError
 from .stores import LockingStore, Store
+from .stores._lag import wait_responsive
 
 __all__ = ["DEFAULT_LOCK_TTL", "Fill", "check_lock_ttl", "forget_entries_of_failed_run", "lock_key"]
 
@@ -64,6 +70,10 @@ POLL_FIRST: Final = 0.002
 
 POLL_MAX: Final = 0.025
 """Longest wait between two polls: a waiter returns within about this long of the entry landing."""
+
+READ_ATTEMPTS: Final = 4
+"""How many times a new lock holder tries to read the entry (a store that answers again after a failed read may
+have it: the previous holder stored it) before it calls the model."""
 
 _flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Flight]] = (
     weakref.WeakKeyDictionary()
@@ -226,25 +236,52 @@ class Fill:
         assert isinstance(store, LockingStore)
         name, token = lock_key(self._key), secrets.token_hex(16)
         delay = POLL_FIRST
+        answered = time.monotonic()  # when the store last answered a lock command
         while True:
-            ok, taken = await self._access._guard(
+            outcome, taken = await self._access._attempt(
                 "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
             )
-            if not ok:
-                return None  # the store fails: fill without a lock (the failure is reported)
-            if taken:
-                self._lock = token
-                # The previous holder may have stored the entry just before releasing the lock.
-                entry = await self._read()
-                if entry is None:
+            if outcome is Outcome.OK:
+                answered = time.monotonic()
+                if taken:
+                    self._lock = token
                     self._renewer = asyncio.create_task(self._renew(store, name, token))
-                return entry
-            self._started_waiting()
+                    # The previous holder may have stored the entry just before releasing the lock.
+                    return await self._read_as_holder()
+                self._started_waiting()
+            elif not self._keep_trying(outcome, answered):
+                return None  # the store is down or refuses locks: fill without a lock (the failure is reported)
             await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
             entry = await self._read()
             if entry is not None:
                 return entry
+
+    def _keep_trying(self, outcome: Outcome, answered: float) -> bool:
+        """After a failed lock command: whether to try again rather than fill without a lock.
+
+        Only a store that could not be reached (or timed out) for a moment deserves another try, and only while
+        it is not treated as down and has answered within the lock's lifetime (a holder it answered for is still
+        alive, or its lock has expired by then).
+        """
+        return (
+            outcome is Outcome.TRANSIENT
+            and not self._access.store_down()
+            and time.monotonic() - answered < self._lock_ttl
+        )
+
+    async def _read_as_holder(self) -> ResponseEntry | None:
+        """The entry, read by the new lock holder; a failed read is tried again before the model is called."""
+        delay = POLL_FIRST
+        for attempt in range(READ_ATTEMPTS):
+            outcome, raw = await self._access.read_raw(self._key, self._record)
+            if outcome is Outcome.OK:
+                return None if raw is None else self._accept(raw)
+            if outcome is not Outcome.TRANSIENT or self._access.store_down() or attempt == READ_ATTEMPTS - 1:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 4, POLL_MAX)
+        return None
 
     async def _renew(self, store: LockingStore, name: str, token: str) -> None:
         """Keep the lock while the model call runs: extend it every third of its lifetime until it is lost."""
@@ -252,7 +289,7 @@ class Fill:
         while True:
             await asyncio.sleep(interval)
             try:
-                renewed = await asyncio.wait_for(store.renew_lock(name, token, ttl=self._lock_ttl), interval)
+                renewed = await wait_responsive(store.renew_lock(name, token, ttl=self._lock_ttl), interval)
             except Exception as error:  # the store is failing: keep trying until the call ends
                 logger.debug("pyai_caching: could not renew lock %s: %s", name, type(error).__name__)
                 continue
@@ -262,8 +299,9 @@ class Fill:
 
     async def _read(self) -> ResponseEntry | None:
         raw = await self._access.get_raw(self._key, self._record)
-        if raw is None:
-            return None
+        return None if raw is None else self._accept(raw)
+
+    def _accept(self, raw: bytes) -> ResponseEntry | None:
         entry = self._decode(raw)
         if entry is None:  # the lookup before the fill has already warned about it
             logger.debug("pyai_caching: ignoring unreadable entry %s; it will be overwritten", self._key)

@@ -6,9 +6,62 @@ Serialization, keys and policy live above this layer; a store only keeps opaque 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-__all__ = ["LockingStore", "Store"]
+from pyai_caching.exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_MAX_ENTRY_BYTES",
+    "EntryTooLargeError",
+    "LockingStore",
+    "ReadOnlyStoreError",
+    "SlowTransferError",
+    "Store",
+    "check_max_entry_bytes",
+]
+
+DEFAULT_MAX_ENTRY_BYTES: Final = 8 * 1024 * 1024
+"""The default largest entry (8 MiB) a store writes, and reads: a bigger one is never transferred whole."""
+
+
+class EntryTooLargeError(Exception):
+    """A value is larger than the store's `max_entry_bytes`: it was not written, or (reading) not downloaded.
+
+    The engine treats it as a miss (reading) or skips the write, with one warning per key.
+    """
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"entry {key} is {size:,} bytes, more than max_entry_bytes={limit:,}")
+        self.key = key
+        """The key of the entry."""
+        self.size = size
+        """Its size in bytes."""
+        self.limit = limit
+        """The store's `max_entry_bytes`."""
+
+
+class ReadOnlyStoreError(Exception):
+    """The store can be read but not written (a read-only folder or file): hits are served, writes are skipped."""
+
+
+class SlowTransferError(Exception):
+    """Reading or writing one large value took longer than the store's timeout, while the store itself answered.
+
+    A slow link or a big entry, not an outage: the engine fails this operation open without treating the store
+    as down for the other keys.
+    """
+
+
+def check_max_entry_bytes(value: Any) -> int | None:
+    """`max_entry_bytes` must be a positive integer (bytes) or `None` (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"max_entry_bytes must be a positive number of bytes or None (no limit), got {value!r}; "
+            f"the default is {DEFAULT_MAX_ENTRY_BYTES:,} (8 MiB)"
+        )
+    return value
 
 
 @runtime_checkable

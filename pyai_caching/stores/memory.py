@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
+
+from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, check_max_entry_bytes
 
 __all__ = ["MemoryStore"]
 
@@ -16,11 +18,22 @@ class MemoryStore:
     Expired entries are dropped when they are read or scanned.
     """
 
+    _: KW_ONLY
+    max_entry_bytes: int | None = DEFAULT_MAX_ENTRY_BYTES
+    """The largest value `set` stores and `get` returns (`EntryTooLargeError` beyond); `None`: no limit."""
+
     _data: dict[str, tuple[bytes, float | None]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_max_entry_bytes(self.max_entry_bytes)
 
     @property
     def description(self) -> str:
         return "memory"
+
+    def _check_size(self, key: str, value: bytes) -> None:
+        if self.max_entry_bytes is not None and len(value) > self.max_entry_bytes:
+            raise EntryTooLargeError(key, len(value), self.max_entry_bytes)
 
     def _live(self, key: str, now: float) -> bytes | None:
         item = self._data.get(key)
@@ -33,9 +46,13 @@ class MemoryStore:
         return value
 
     async def get(self, key: str) -> bytes | None:
-        return self._live(key, time.monotonic())
+        value = self._live(key, time.monotonic())
+        if value is not None:
+            self._check_size(key, value)
+        return value
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
+        self._check_size(key, value)
         self._data[key] = (bytes(value), None if ttl is None else time.monotonic() + ttl)
 
     async def delete(self, key: str) -> bool:

@@ -26,23 +26,30 @@ import math
 import re
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyai_caching.exceptions import ConfigurationError
 
+from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
+from ._lag import loop_lag, responsive_timeout
+
 __all__ = ["RedisStore"]
+
+T = TypeVar("T")
 
 _ACCEPTED_FORMS: Final = (
     "accepted forms: redis://[[user]:password@]host[:port][/db], "
@@ -96,6 +103,18 @@ _RELEASE_LOCK: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Reads check the size in the same round trip: a value longer than ARGV[1] is not sent, only its length is.
+_READ: Final = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > tonumber(ARGV[1]) then return size end
+return redis.call('GET', KEYS[1])
+"""
+INLINE_BYTES: Final = 1024 * 1024
+"""Values up to this size are read in one round trip. A bigger one costs two: its size, then the value itself,
+so that a timeout while it is being transferred is known to be a slow transfer of that value, not an outage."""
+_NO_LIMIT: Final = 2**53
+_EXCUSED_RETRIES: Final = 3
+"""How many times one command is sent again after a timeout that the busy event loop, not the server, caused."""
 
 _Topology = Literal["server", "sentinel", "cluster"]
 
@@ -122,6 +141,77 @@ class _Target:
 class _LoopClient:
     client: Redis | RedisCluster
     guard: AsyncGenerator[None, None]
+    scripts: dict[str, AsyncScript] = field(default_factory=dict)
+
+
+class _LagTolerant(AbstractConnection):
+    """A connection whose connect and reply timeouts count responsive event-loop time (see `stores._lag`).
+
+    redis-py's own timeouts measure wall time: when this process is busy, a reply that arrived at once is read
+    late and the timeout fires anyway; the connection is then dropped and the next command opens a new one, which
+    times out too while the process stays busy. Here `connect_timeout` and `socket_timeout` are enforced as time
+    during which the loop could have read the reply (redis-py keeps a generous wall-time connect timeout as a
+    backstop). Writing a big command (over 64 KiB) is bounded like a reply; a small one never waits.
+    """
+
+    def __init__(self, *args: Any, lag_tolerant: tuple[float | None, float | None] = (None, None), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._reply_budget, self._connect_budget = lag_tolerant
+
+    async def _connect(self) -> None:
+        connect: Any = super()._connect  # type: ignore[safe-super]
+        if self._connect_budget is None:
+            await connect()
+            return
+        async with responsive_timeout(self._connect_budget):
+            await connect()
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        if self._reply_budget is None or kwargs.get("timeout") is not None or len(args) > 1:
+            return await super().read_response(*args, **kwargs)
+        try:
+            async with responsive_timeout(self._reply_budget):
+                return await super().read_response(*args, **kwargs)
+        except TimeoutError:  # ours (redis-py raises its own `TimeoutError` class)
+            raise RedisTimeoutError(f"Timeout reading from {self._host_error()}") from None
+
+    async def send_packed_command(self, command: Any, *args: Any, **kwargs: Any) -> None:
+        # A small command fits in the socket's buffer: writing it never waits. A big one (a large entry) may wait
+        # for the server to read it: that wait is bounded like a reply.
+        big = not isinstance(command, str | bytes) and sum(len(part) for part in command) > _BIG_SEND
+        if self._reply_budget is None or not big:
+            return await super().send_packed_command(command, *args, **kwargs)
+        try:
+            async with responsive_timeout(self._reply_budget):
+                await super().send_packed_command(command, *args, **kwargs)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout writing to socket") from None
+
+
+class _TolerantConnection(_LagTolerant, Connection):
+    pass
+
+
+class _TolerantSSLConnection(_LagTolerant, SSLConnection):
+    pass
+
+
+class _TolerantUnixConnection(_LagTolerant, UnixDomainSocketConnection):
+    pass
+
+
+class _TolerantSentinelConnection(_LagTolerant, SentinelManagedConnection):
+    pass
+
+
+_TOLERANT: Final[dict[type[AbstractConnection], type[AbstractConnection]]] = {
+    Connection: _TolerantConnection,
+    SSLConnection: _TolerantSSLConnection,
+    UnixDomainSocketConnection: _TolerantUnixConnection,
+}
+_BACKSTOP: Final = 30.0
+"""Least wall-time connect timeout given to redis-py under the responsive one (an event loop stalled that long)."""
+_BIG_SEND: Final = 64 * 1024
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -181,6 +271,7 @@ class RedisStore:
         pool_timeout: float = 5.0,
         client_name: str | None = "pyai_caching",
         sentinel_kwargs: Mapping[str, Any] | None = None,
+        max_entry_bytes: int | None = DEFAULT_MAX_ENTRY_BYTES,
         **connection_kwargs: Any,
     ) -> None:
         """Validate the configuration; no connection is made until the first operation.
@@ -205,6 +296,9 @@ class RedisStore:
             sentinel_kwargs: Connection options for the sentinels themselves (`redis+sentinel://` only), for
                 example `{"password": "..."}` when they require one. By default they get the timeouts above
                 and no credentials.
+            max_entry_bytes: The largest value `set` writes and `get` reads (8 MiB by default; `None`: no limit).
+                `get` checks the size on the server in the same round trip (a Lua script: `STRLEN`, then `GET`
+                only if it fits), so a bigger value is never downloaded: `EntryTooLargeError` is raised instead.
             **connection_kwargs: Passed to redis-py's connection (for example `password=` to keep it out of
                 the URL, `health_check_interval=`, `ssl_ca_certs=`, `ssl_ca_data=`; for a cluster, also
                 `RedisCluster` options such as `require_full_coverage=`). They win over the defaults above,
@@ -241,6 +335,7 @@ class RedisStore:
             raise ConfigurationError(
                 f"sentinel_kwargs only applies to redis+sentinel:// URLs, not to {target.description}"
             )
+        self._max_entry_bytes = check_max_entry_bytes(max_entry_bytes)
         self._description = target.description
         self._target = target
         self._max_connections = max_connections
@@ -262,6 +357,8 @@ class RedisStore:
             **(sentinel_kwargs or {}),
         }
         self._check_options()
+        self._socket_timeout = _seconds(self._options.get("socket_timeout"))
+        self._connect_timeout = _seconds(self._options.get("socket_connect_timeout")) or self._socket_timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -300,28 +397,61 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore({self._description!r})"
 
+    @property
+    def max_entry_bytes(self) -> int | None:
+        """The largest value this store writes and reads, in bytes (`None`: no limit)."""
+        return self._max_entry_bytes
+
     async def get(self, key: str) -> bytes | None:
-        """`GET key`. Raises `redis.exceptions.ResponseError` (`WRONGTYPE`) if the key holds a non-string."""
-        client = await self._client()
-        return cast("bytes | None", await client.get(key))
+        """The value of `key` if it is at most `max_entry_bytes` long (checked on the server, in the same round trip).
+
+        Raises `EntryTooLargeError` for a longer value (which is not downloaded), `SlowTransferError` when a value
+        over 1 MiB could not be downloaded within `socket_timeout` although the server answered, and
+        `redis.exceptions.ResponseError` (`WRONGTYPE`) if the key holds something other than a string.
+        """
+        limit = _NO_LIMIT if self._max_entry_bytes is None else self._max_entry_bytes
+        found = await self._script(_READ, [key], [min(limit, INLINE_BYTES)])
+        if not isinstance(found, int):
+            return cast("bytes | None", found)
+        if found > limit:
+            raise EntryTooLargeError(key, found, limit)
+        try:
+            found = await self._script(_READ, [key], [limit])
+        except RedisTimeoutError as error:
+            raise SlowTransferError(
+                f"reading {key} ({found:,} bytes) from {self._description} took more than socket_timeout="
+                f"{self._socket_timeout} s although the server answered (a slow link?)"
+            ) from error
+        if isinstance(found, int):  # it was replaced by a bigger value in between
+            raise EntryTooLargeError(key, found, limit)
+        return cast("bytes | None", found)
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
         """`SET key value PX ms` (no expiry when `ttl` is `None`): an atomic replace of any previous value.
 
-        A `ttl` of zero or less deletes the key, since such an entry would already have expired.
+        A `ttl` of zero or less deletes the key, since such an entry would already have expired. A value over
+        `max_entry_bytes` raises `EntryTooLargeError` (nothing is sent), and one over 1 MiB that could not be sent
+        within `socket_timeout` raises `SlowTransferError`.
         """
-        client = await self._client()
-        if ttl is None:
-            await client.set(key, value)
-        elif ttl > 0:
-            await client.set(key, value, px=math.ceil(ttl * 1000))
-        else:
-            await client.unlink(key)
+        if self._max_entry_bytes is not None and len(value) > self._max_entry_bytes:
+            raise EntryTooLargeError(key, len(value), self._max_entry_bytes)
+        if ttl is not None and ttl <= 0:
+            await self._call(lambda client: client.unlink(key))
+            return
+        px = None if ttl is None else math.ceil(ttl * 1000)
+        try:
+            await self._call(lambda client: client.set(key, value, px=px))
+        except RedisTimeoutError as error:
+            if len(value) <= INLINE_BYTES:
+                raise
+            raise SlowTransferError(
+                f"writing {key} ({len(value):,} bytes) to {self._description} took more than socket_timeout="
+                f"{self._socket_timeout} s (a slow link?)"
+            ) from error
 
     async def delete(self, key: str) -> bool:
         """`UNLINK key`; return whether the key existed."""
-        client = await self._client()
-        removed: int = await client.unlink(key)
+        removed: int = await self._call(lambda client: client.unlink(key))
         return removed > 0
 
     async def scan(self, prefix: str) -> AsyncIterator[str]:
@@ -364,10 +494,49 @@ class RedisStore:
         return await self._lock_script(_RELEASE_LOCK, key, token, None)
 
     async def _lock_script(self, script: str, key: str, token: str, ttl: float | None) -> bool:
-        client = await self._client()
         args: list[str | int] = [token] if ttl is None else [token, max(1, math.ceil(ttl * 1000))]
-        result = await client.register_script(script)(keys=[key], args=args)
-        return bool(result)
+        return bool(await self._script(script, [key], args))
+
+    async def _script(self, script: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a Lua script: `EVALSHA`, loading it (`SCRIPT LOAD`) on a `NOSCRIPT` error."""
+        entry = await self._loop_client()
+        runner = entry.scripts.get(script)
+        if runner is None:
+            runner = entry.scripts[script] = entry.client.register_script(script)
+        try:
+            return await self._call(lambda client: client.evalsha(runner.sha, len(keys), *keys, *args), entry)
+        except NoScriptError:  # a new or restarted server, or SCRIPT FLUSH
+            return await self._call(lambda client: runner(keys=keys, args=args), entry)
+
+    async def _call(
+        self, command: Callable[[Redis | RedisCluster], Awaitable[T]], entry: _LoopClient | None = None
+    ) -> T:
+        """Send one (idempotent) command; send it again when it timed out because this process was too busy.
+
+        A timeout that fired while the event loop was stalled for most of the wait says nothing about the server
+        (its reply may have been waiting to be read all along): the command is sent again, up to 3 times. A
+        timeout on a responsive loop is raised at once, as are all other errors.
+        """
+        client = (entry or await self._loop_client()).client
+        loop = asyncio.get_running_loop()
+        for attempt in range(_EXCUSED_RETRIES + 1):
+            started = loop.time()
+            try:
+                return await command(client)
+            except (RedisTimeoutError, RedisConnectionError) as error:
+                limit = self._timeout_of(error)
+                if limit is None or attempt == _EXCUSED_RETRIES or not loop_lag().excuses(started, limit):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout_of(self, error: RedisError) -> float | None:
+        """The timeout that `error` reports running out (`None`: the error is not a timeout)."""
+        text = str(error)
+        if isinstance(error, RedisTimeoutError):
+            return self._connect_timeout if "connecting" in text else self._socket_timeout
+        if "No connection available" in text:
+            return self._pool_timeout
+        return None
 
     async def close(self) -> None:
         """Close the connections of the running event loop; the next operation opens new ones.
@@ -388,6 +557,9 @@ class RedisStore:
         Other modules of the library use it for commands beyond the store's (the spend ledger, the semantic
         index); anything they send to a cluster must keep its keys in one hash slot.
         """
+        return (await self._loop_client()).client
+
+    async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
@@ -400,7 +572,7 @@ class RedisStore:
             with self._lock:
                 self._forget_closed_loops()
                 self._clients[loop] = entry
-        return entry.client
+        return entry
 
     def _new_client(self) -> tuple[Redis | RedisCluster, Sentinel | None]:
         target = self._target
@@ -413,6 +585,13 @@ class RedisStore:
                 **self._options,
             )
             return cluster, None
+        # One server, or a Sentinel's master: connections whose timeouts tolerate a busy event loop.
+        options = {
+            **self._options,
+            "socket_timeout": None,  # replies (and big writes) are bounded by the responsive timeouts above
+            "socket_connect_timeout": _backstop(self._connect_timeout),
+            "lag_tolerant": (self._socket_timeout, self._connect_timeout),
+        }
         if target.topology == "sentinel":
             sentinel: Sentinel = cast("Any", Sentinel)(
                 list(target.nodes), sentinel_kwargs=self._sentinel_options, **self._options
@@ -422,13 +601,14 @@ class RedisStore:
                 connection_pool_class=_BlockingSentinelPool,
                 max_connections=self._max_connections,
                 timeout=self._pool_timeout,
+                **{**options, "connection_class": _TolerantSentinelConnection},
             )
             return cast("Redis", master), sentinel
         pool = BlockingConnectionPool(
-            connection_class=target.connection_class,
+            connection_class=_TOLERANT.get(target.connection_class, target.connection_class),
             max_connections=self._max_connections,
             timeout=self._pool_timeout,
-            **self._options,
+            **options,
         )
         return Redis.from_pool(pool), None
 
@@ -450,6 +630,14 @@ class RedisStore:
     def _forget_closed_loops(self) -> None:
         for loop in [loop for loop in self._clients if loop.is_closed()]:
             del self._clients[loop]
+
+
+def _backstop(timeout: float | None) -> float | None:
+    return None if timeout is None else max(_BACKSTOP, 4 * timeout)
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
 def _match_prefix(prefix: str) -> str:

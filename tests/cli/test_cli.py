@@ -434,12 +434,15 @@ def test_errors_are_one_line_with_an_exit_code(cli: Cli, args: list[str], code: 
     assert message in error["error"]
 
 
-def test_unreadable_database_file_exits_3(cli: Cli, tmp_path: Path) -> None:
+def test_a_corrupt_database_file_is_moved_aside_with_a_warning(
+    cli: Cli, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "pyai_caching.sqlite3").write_bytes(b"this is not a database" * 100)
-    result = cli("stats", "--dir", str(tmp_path))
-    assert result.exit_code == ExitCode.UNREACHABLE
-    assert "cannot use the embedded store" in result.stderr
-    assert "DatabaseError" in result.stderr
+    result = cli("stats", "--dir", str(tmp_path), "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["entries"] == 0
+    assert "was corrupt" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]  # kept, not deleted
 
 
 def test_usage_errors_exit_2(cli: Cli) -> None:

@@ -19,6 +19,7 @@ MINIMAL_ACL: tuple[str, ...] = (
     "+client|setname",
     "+select",
     "+get",
+    "+strlen",
     "+set",
     "+unlink",
     "+scan",

@@ -12,12 +12,6 @@ from pyai_caching import _access
 @pytest.fixture(autouse=True)
 def fresh_store_health() -> Iterator[None]:
     """Forget what earlier tests learned about failing stores (a later server may reuse a port, hence a name)."""
-    _access._failing.clear()
-    _access._failed_at.clear()
-    _access._recovered_at.clear()
-    _access._down_until.clear()
+    _access.reset_health()
     yield
-    _access._failing.clear()
-    _access._failed_at.clear()
-    _access._recovered_at.clear()
-    _access._down_until.clear()
+    _access.reset_health()
