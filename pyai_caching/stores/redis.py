@@ -42,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pyai_caching._urls import invalid_url_message
 from pyai_caching.exceptions import ConfigurationError
 
 from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
@@ -663,7 +664,7 @@ def _parse_url(url: str) -> _Target:
     problem, target = _try_parse(url)
     if target is None:
         # Raised outside any `except` block so no exception that saw the raw URL is chained to it.
-        raise ConfigurationError(f"invalid Redis URL {_redact(url)!r}: {problem}; {_ACCEPTED_FORMS}")
+        raise ConfigurationError(invalid_url_message(url, problem))
     return target
 
 
