@@ -8,10 +8,28 @@
 
 from __future__ import annotations
 
-from ._base import LockingStore, Store
+from ._base import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    EntryTooLargeError,
+    LockingStore,
+    ReadOnlyStoreError,
+    SlowTransferError,
+    Store,
+)
 from .cassette import CassetteStore
 from .local import LocalStore
 from .memory import MemoryStore
 from .redis import RedisStore
 
-__all__ = ["CassetteStore", "LocalStore", "LockingStore", "MemoryStore", "RedisStore", "Store"]
+__all__ = [
+    "DEFAULT_MAX_ENTRY_BYTES",
+    "CassetteStore",
+    "EntryTooLargeError",
+    "LocalStore",
+    "LockingStore",
+    "MemoryStore",
+    "ReadOnlyStoreError",
+    "RedisStore",
+    "SlowTransferError",
+    "Store",
+]
