@@ -139,6 +139,7 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     deps_key: Callable[[Any], Any] | None = None,
     cache_version: str | None = None,
+    max_entry_bytes: int | Literal["store"] | None = "store",
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -172,6 +173,7 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     deps_key: Callable[[Any], Any] | None = None,
     cache_version: str | None = None,
+    max_entry_bytes: int | Literal["store"] | None = "store",
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -204,6 +206,7 @@ async def cached_agent_run(
     cache_whole_run: bool = False,
     deps_key: Callable[[Any], Any] | None = None,
     cache_version: str | None = None,
+    max_entry_bytes: int | Literal["store"] | None = "store",
     on_cache_error: OnCacheError = "warn",
     secret: str | bytes | None = None,
     cache_timeout: float | None = None,
@@ -239,6 +242,8 @@ async def cached_agent_run(
             `ConfigurationError`. The code of the tools is not in the key: see `cache_version`.
         deps_key: With `cache_whole_run`, a function of the deps returning what identifies them (a string or plain
             data), used instead of the deps themselves.
+        max_entry_bytes: Largest entry written, in bytes (default: the store's limit, 8 MiB unless configured); a
+            bigger answer is returned but not stored. `None`: no limit on writes.
         cache_version: Part of every key: change it when something outside the key changes what a run returns
             (the code of tools, state that tools read), and earlier entries stop matching.
         on_cache_error: `warn` (fail open, default) or `raise` (`CacheError`).
@@ -311,6 +316,7 @@ async def cached_agent_run(
             budget=budget,
             semantic=_semantic_for_call(semantic, accept_semantic),
             cache_version=cache_version,
+            max_entry_bytes=max_entry_bytes,
         )
         if config_key is not None:
             _remember_capability(config_key, cache)

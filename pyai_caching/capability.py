@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai.capabilities import AbstractCapability, WrapRunHandler
 from pydantic_ai.messages import ModelResponse
@@ -92,6 +92,10 @@ class ResponseCache(AbstractCapability[Any]):
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
     long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    max_entry_bytes: int | Literal["store"] | None = "store"
+    """Largest entry written, in bytes: a bigger answer is returned but not stored (one warning). `"store"`
+    (default): the store's own `max_entry_bytes` (8 MiB unless configured). Reads are capped by the store's limit,
+    which is checked on the server, so an oversized value is never downloaded. `None`: no limit on writes."""
     cache_version: str | None = None
     """Part of every key: change it when something outside the key changes what a run returns (the code of tools,
     state that tools read, a model behind a `FunctionModel`), and every earlier entry stops matching. `None`: no
@@ -132,6 +136,7 @@ class ResponseCache(AbstractCapability[Any]):
             on_cache_error=self.on_cache_error,
             secret=check_secret(self.secret),
             timeout=self.cache_timeout,
+            max_entry_bytes=self.max_entry_bytes,
         )
 
     def __repr__(self) -> str:

@@ -31,11 +31,9 @@ def _require_binaries() -> None:
 @pytest.fixture(autouse=True)
 def fresh_store_health() -> Iterator[None]:
     """Forget what earlier tests learned about failing stores (a later server may reuse a port, hence a name)."""
-    _access._failing.clear()
-    _access._down_until.clear()
+    _access.reset_health()
     yield
-    _access._failing.clear()
-    _access._down_until.clear()
+    _access.reset_health()
 
 
 @pytest.fixture(scope="session")

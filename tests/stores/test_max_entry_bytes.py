@@ -132,3 +132,21 @@ async def test_local_store_does_not_load_a_bigger_row(tmp_path: Path) -> None:
 def test_a_bad_limit_is_a_configuration_error(make: Any, bad: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="max_entry_bytes must be a positive number of bytes or None"):
         make(tmp_path, bad)
+
+
+async def test_cached_agent_run_takes_a_limit_of_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    """`max_entry_bytes=` on the call: the answer is returned as usual but not stored, so the next call misses."""
+    from _agents import Counter, make_agent
+
+    from pyai_caching import cached_agent_run
+    from pyai_caching.stores import MemoryStore
+
+    counter = Counter(payload="x" * 5000)
+    agent, store = make_agent(counter), MemoryStore()
+    for _ in range(2):
+        assert await cached_agent_run(agent, "q", "t", store=store, max_entry_bytes=1000) == "x" * 5000
+    assert counter.calls == 2
+    assert "max_entry_bytes" in caplog.text or "larger than" in caplog.text
+    assert await cached_agent_run(agent, "q", "t", store=store) == "x" * 5000
+    assert await cached_agent_run(agent, "q", "t", store=store) == "x" * 5000
+    assert counter.calls == 3  # with the store's own limit (8 MiB) it is stored and served
