@@ -126,7 +126,7 @@ def _report_failure(
     with _health_lock:
         if started < _recovered_at.get(name, started):
             # It was under way before the store recovered: a late echo of the outage that ended, not a new one.
-            logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
+            logger.debug("cache %s failed on %s: %s", operation, name, type(error).__name__)
             return
         _last_error[name] = f"{type(error).__name__}: {_safe_message(error)}"
         if outage:
@@ -141,14 +141,14 @@ def _report_failure(
             _failed_at[name] = now
     if first:
         logger.warning(
-            "pyai_caching: cache %s failed on %s (%s: %s); calls go on without the cache until it recovers",
+            "cache %s failed on %s (%s: %s); calls go on without the cache until it recovers",
             operation,
             name,
             type(error).__name__,
             _safe_message(error),
         )
     else:
-        logger.debug("pyai_caching: cache %s failed on %s: %s", operation, name, type(error).__name__)
+        logger.debug("cache %s failed on %s: %s", operation, name, type(error).__name__)
 
 
 def _report_success(store: Store, operation: str, started: float) -> None:
@@ -170,7 +170,7 @@ def _report_success(store: Store, operation: str, started: float) -> None:
             return
         del _failing[name]
         _recovered_at[name] = time.monotonic()
-    logger.warning("pyai_caching: cache on %s recovered; caching resumed", name)
+    logger.warning("cache on %s recovered; caching resumed", name)
 
 
 def _announce_skipping(store: Store, operation: str) -> None:
@@ -186,7 +186,7 @@ def _announce_skipping(store: Store, operation: str) -> None:
         _failed_at[name] = time.monotonic()
         cause = _last_error.get(name, "it failed just before")
     logger.warning(
-        "pyai_caching: cache %s skipped on %s (%s); calls go on without the cache until it recovers",
+        "cache %s skipped on %s (%s); calls go on without the cache until it recovers",
         operation,
         name,
         cause,
@@ -316,8 +316,7 @@ class StoreAccess:
     ) -> tuple[Outcome, None]:
         if _wrong_type(error):
             logger.warning(
-                "pyai_caching: cache %s on %s found a key holding another type (%s); treated as a miss, it will be "
-                "overwritten",
+                "cache %s on %s found a key holding another type (%s); treated as a miss, it will be overwritten",
                 operation,
                 self.store.description,
                 _safe_message(error),
@@ -334,7 +333,7 @@ class StoreAccess:
             if not raising:
                 level = logging.WARNING if _first_time(self.store, "slow", operation) else logging.DEBUG
                 message = _safe_message(error)
-                logger.log(level, "pyai_caching: cache %s: %s; other keys are not affected", operation, message)
+                logger.log(level, "cache %s: %s; other keys are not affected", operation, message)
         else:
             # A timeout while this process was too busy to read the reply says nothing about the store.
             _report_failure(
@@ -351,9 +350,9 @@ class StoreAccess:
     def _too_large(self, operation: str, error: EntryTooLargeError, record: CallRecord | None) -> None:
         _observe.cache_error(operation, error, record)
         if operation == "set":
-            text = "pyai_caching: not storing %s: %s bytes, more than max_entry_bytes=%s (the answer is returned)"
+            text = "not storing %s: %s bytes, more than max_entry_bytes=%s (the answer is returned)"
         else:
-            text = "pyai_caching: ignoring %s: %s bytes, more than max_entry_bytes=%s (not downloaded: a miss)"
+            text = "ignoring %s: %s bytes, more than max_entry_bytes=%s (not downloaded: a miss)"
         # One warning per store and direction; the others at DEBUG (all are counted as `<operation>:EntryTooLarge`).
         first = _first_time(self.store, "too large", operation)
         if first:
@@ -417,7 +416,7 @@ class StoreAccess:
             return decode_response_entry(raw, secret=self.secret, key=key)
         except EntryDecodeError as e:
             _observe.cache_error("decode", e, record)
-            logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
+            logger.warning("ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
     async def get_run(self, key: str, record: CallRecord | None = None, *, messages: bool = True) -> RunEntry | None:
@@ -433,7 +432,7 @@ class StoreAccess:
             return decode_run_entry(raw, secret=self.secret, messages=messages, key=key)
         except EntryDecodeError as e:
             _observe.cache_error("decode", e, record)
-            logger.warning("pyai_caching: ignoring unreadable entry %s (%s); it will be overwritten", key, e)
+            logger.warning("ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
     async def put_entry(self, key: str, entry: ResponseEntry | RunEntry, record: CallRecord | None = None) -> bool:

@@ -395,22 +395,20 @@ class RedisSpendLedger:
     def _failed(self, writes: list[LedgerWrite], error: BaseException) -> None:
         if self._outbox.failed(writes):
             logger.warning(
-                "pyai_caching: the spend ledger at %s cannot be written (%s); expenses wait in memory (at most %d) "
+                "the spend ledger at %s cannot be written (%s); expenses wait in memory (at most %d) "
                 "and are written, each once, when Redis is back",
                 self.store.description,
                 _error_text(error),
                 self.max_pending,
             )
         else:
-            logger.debug(
-                "pyai_caching: spend ledger write failed on %s: %s", self.store.description, _error_text(error)
-            )
+            logger.debug("spend ledger write failed on %s: %s", self.store.description, _error_text(error))
         self._after_buffering()
 
     def _after_buffering(self) -> None:
         if self._outbox.take_drop_warning():
             logger.warning(
-                "pyai_caching: the spend ledger's buffer is full (%d expenses wait for %s): further expenses are "
+                "the spend ledger's buffer is full (%d expenses wait for %s): further expenses are "
                 "dropped and counted (RedisSpendLedger.status().dropped) until it answers again; raise max_pending "
                 "to keep more",
                 self.max_pending,
@@ -476,7 +474,7 @@ class RedisSpendLedger:
             else ""
         )
         logger.warning(
-            "pyai_caching: the spend ledger at %s is back: %.1f s after the first failure, %d buffered expense(s) "
+            "the spend ledger at %s is back: %.1f s after the first failure, %d buffered expense(s) "
             "written, %d already there (a lost reply) and not counted twice%s",
             self.store.description,
             outage.seconds,
@@ -537,7 +535,7 @@ class RedisSpendLedger:
             if isinstance(raw, Exception):  # not a hash: not ours (written by something else), skipped
                 log = logger.debug if key in _foreign_keys else logger.warning
                 _foreign_keys.add(key)
-                log("pyai_caching: the spend ledger key %s is not a hash; it is skipped", key)
+                log("the spend ledger key %s is not a hash; it is skipped", key)
                 continue
             rows.extend(_rows(day, raw, namespace=namespace, task=task))
         rows.sort(key=lambda r: (r.day or date.min, r.namespace, r.task, r.model))
@@ -666,7 +664,7 @@ def _flush_at_exit() -> None:
         lost = ledger._outbox.pending_writes()
         if lost:
             logger.warning(
-                "pyai_caching: %d expense(s) ($%.6f) could not be written to the spend ledger at %s before the "
+                "%d expense(s) ($%.6f) could not be written to the spend ledger at %s before the "
                 "process exited, and are not in it",
                 len(lost),
                 sum((w.cost for w in lost), Decimal(0)),

@@ -155,14 +155,14 @@ class SpendTracker:
         try:
             expense = self.expense(record, error)
         except Exception:
-            logger.warning("pyai_caching: could not build the expense of task %r", self.task_name, exc_info=True)
+            logger.warning("could not build the expense of task %r", self.task_name, exc_info=True)
             return
         if self.recorder is not None:
             try:
                 await call_maybe_async(self.recorder, expense.model, expense.task_name, float(record.cost))
             except Exception:
                 logger.warning(
-                    "pyai_caching: expense_recorder %r failed for task %r; the call's result is returned anyway",
+                    "expense_recorder %r failed for task %r; the call's result is returned anyway",
                     self.recorder,
                     self.task_name,
                     exc_info=True,
@@ -172,7 +172,7 @@ class SpendTracker:
                 await call_maybe_async(_hook_function(hook), expense)
             except Exception:
                 logger.warning(
-                    "pyai_caching: expense hook %r failed for task %r; the call's result is returned anyway",
+                    "expense hook %r failed for task %r; the call's result is returned anyway",
                     hook,
                     self.task_name,
                     exc_info=True,

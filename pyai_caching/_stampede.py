@@ -291,10 +291,10 @@ class Fill:
             try:
                 renewed = await wait_responsive(store.renew_lock(name, token, ttl=self._lock_ttl), interval)
             except Exception as error:  # the store is failing: keep trying until the call ends
-                logger.debug("pyai_caching: could not renew lock %s: %s", name, type(error).__name__)
+                logger.debug("could not renew lock %s: %s", name, type(error).__name__)
                 continue
             if not renewed:
-                logger.debug("pyai_caching: lost lock %s (it expired); another caller may fill it too", name)
+                logger.debug("lost lock %s (it expired); another caller may fill it too", name)
                 return
 
     async def _read(self) -> ResponseEntry | None:
@@ -304,7 +304,7 @@ class Fill:
     def _accept(self, raw: bytes) -> ResponseEntry | None:
         entry = self._decode(raw)
         if entry is None:  # the lookup before the fill has already warned about it
-            logger.debug("pyai_caching: ignoring unreadable entry %s; it will be overwritten", self._key)
+            logger.debug("ignoring unreadable entry %s; it will be overwritten", self._key)
         else:
             self._publish(raw)
         return entry

@@ -211,7 +211,7 @@ def _genai_price(
         except (LookupError, ValueError):
             continue
         except Exception as exc:  # genai-prices must never break a run
-            logger.debug("pyai_caching: genai-prices failed for %s: %s: %s", model_name, type(exc).__name__, exc)
+            logger.debug("genai-prices failed for %s: %s: %s", model_name, type(exc).__name__, exc)
             return None
         total = calculation.total_price
         if isinstance(total, Decimal) and total.is_finite():
@@ -230,7 +230,7 @@ def _warn_unknown(model_name: str, provider: str | None) -> None:
         _warned.add(key)
     shown = f"{provider}:{model_name}" if provider else model_name
     logger.warning(
-        "pyai_caching: no price known for model %r: its cost is recorded as unknown (None). Pass "
+        "no price known for model %r: its cost is recorded as unknown (None). Pass "
         "custom_costs={%r: ModelCosts(input_per_million, output_per_million)} to price it, or call "
         "pydantic_ai.prices.update_in_background() for newer genai-prices data.",
         shown,

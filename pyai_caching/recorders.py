@@ -281,7 +281,7 @@ class TaskBudget:
             log = logger.debug if ledger._read_failing else logger.warning  # once per outage, not once per call
             ledger._read_failing = True
             log(
-                "pyai_caching: the spend ledger (%s) could not be read (%s); calling the model without checking "
+                "the spend ledger (%s) could not be read (%s); calling the model without checking "
                 "the budget of task %r (and of any task, until it can be read again)",
                 ledger.store.description,
                 _error_text(exc),
@@ -290,9 +290,7 @@ class TaskBudget:
             return
         if ledger._read_failing:
             ledger._read_failing = False
-            logger.warning(
-                "pyai_caching: the spend ledger (%s) can be read again; budgets apply", ledger.store.description
-            )
+            logger.warning("the spend ledger (%s) can be read again; budgets apply", ledger.store.description)
         total = spent + pending
         if total >= self.limit_usd:
             raise BudgetExceededError(

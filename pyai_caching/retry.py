@@ -304,7 +304,7 @@ def _log_retry(retry_state: tenacity.RetryCallState) -> None:
     outcome = retry_state.outcome
     error = outcome.exception() if outcome is not None else None
     logger.info(
-        "pyai_caching: %s on attempt %d; retrying in %.2fs",
+        "%s on attempt %d; retrying in %.2fs",
         _describe(error),
         retry_state.attempt_number,
         retry_state.upcoming_sleep,

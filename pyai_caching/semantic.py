@@ -321,14 +321,14 @@ async def _embed(config: SemanticCache, prompt: str) -> tuple[Vector, str] | Non
         _embedder_failing[label] = True
         log = logger.warning if first else logger.debug
         log(
-            "pyai_caching: embedder %s failed (%s: %s); semantic lookups are misses until it recovers",
+            "embedder %s failed (%s: %s); semantic lookups are misses until it recovers",
             label,
             type(error).__name__,
             shorten(scrub_text(redact_url_in_text(str(error))), 200),
         )
         return None
     if _embedder_failing.pop(label, False):
-        logger.warning("pyai_caching: embedder %s recovered", label)
+        logger.warning("embedder %s recovered", label)
     return vector, f"{identity}/{vector.shape[0]}"
 
 
@@ -578,7 +578,7 @@ class _DocumentBackend(_Backend):
                     items.append(_Item(row["k"], row["p"], row.get("s", "")))
                     vectors.append(vector)
         except (ValueError, KeyError, TypeError, AttributeError):
-            logger.warning("pyai_caching: ignoring an unreadable semantic index %s", self._keys(context)[0])
+            logger.warning("ignoring an unreadable semantic index %s", self._keys(context)[0])
             return [], []
         return items, vectors
 
@@ -662,7 +662,7 @@ class _SearchBackend(_Backend):
         if self.state.vector_search:
             self.state.vector_search = False
             logger.warning(
-                "pyai_caching: vector search on %s failed (%s); the semantic cache uses its own index from now on",
+                "vector search on %s failed (%s); the semantic cache uses its own index from now on",
                 self.store.description,
                 shorten(redact_url_in_text(str(error)), 200),
             )
@@ -749,7 +749,7 @@ async def _has_vector_search(store: RedisStore, state: _StoreState) -> bool:
             state.vector_search = False
         else:
             state.vector_search = True
-            logger.info("pyai_caching: %s has vector search; the semantic cache uses it", store.description)
+            logger.info("%s has vector search; the semantic cache uses it", store.description)
     return state.vector_search
 
 
@@ -828,7 +828,7 @@ async def lookup(
         access, "semantic lookup", backend.candidates(probe.context, probe.vector, config), record
     )
     if not ok or not candidates:
-        logger.debug("pyai_caching: semantic miss (context %s)", probe.context[:12])
+        logger.debug("semantic miss (context %s)", probe.context[:12])
         return None, probe
     for candidate in candidates:
         entry = await _verified_entry(config, access, namespace, probe, candidate, record)
@@ -844,13 +844,13 @@ async def lookup(
             record.semantic_matches.append(match)
         _observe_hit(cache, model_label, match)
         logger.info(
-            "pyai_caching: semantic hit %s (similarity %.4f, threshold %.4f, task %s)",
+            "semantic hit %s (similarity %.4f, threshold %.4f, task %s)",
             candidate.item.key,
             candidate.similarity,
             config.threshold,
             cache.task_name,
         )
-        logger.debug("pyai_caching: semantic hit: %r answered with the entry of %r", probe.prompt, match.matched_prompt)
+        logger.debug("semantic hit: %r answered with the entry of %r", probe.prompt, match.matched_prompt)
         return entry, probe
     return None, probe
 
@@ -869,7 +869,7 @@ async def _verified_entry(
     if access.secret is not None:
         expected = _sign(access.secret, probe.context, item.key, item.prompt, candidate.vector.astype("<f4").tobytes())
         if not hmac.compare_digest(expected, item.signature):
-            logger.warning("pyai_caching: semantic index item for %s has a bad signature; ignored", item.key)
+            logger.warning("semantic index item for %s has a bad signature; ignored", item.key)
             return None
     if not item.key.startswith(f"{KEY_PREFIX}{namespace}:r:{{"):
         return None

@@ -184,7 +184,7 @@ class LocalStore:
             change = _change(self._path, self._identity)
             if change:
                 logger.warning(
-                    "pyai_caching: cache file %s was %s while in use; opening the file now at that path%s",
+                    "cache file %s was %s while in use; opening the file now at that path%s",
                     self._path,
                     change,
                     " (a new, empty one)" if change == "deleted" else "",
@@ -239,7 +239,7 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f"{self._path}{suffix}", f"{target}{suffix}")
         logger.warning(
-            "pyai_caching: cache file %s was corrupt (%s); moved it aside to %s and started a new one",
+            "cache file %s was corrupt (%s); moved it aside to %s and started a new one",
             self._path,
             error,
             target.name,
@@ -269,7 +269,7 @@ class LocalStore:
             if not _not_writable(ro_error):
                 raise
             connection = self._connect("immutable")
-        logger.debug("pyai_caching: %s cannot be written (%s); opened it read-only", self._path, error)
+        logger.debug("%s cannot be written (%s); opened it read-only", self._path, error)
         return connection
 
     def _connect(self, mode: str) -> sqlite3.Connection:
