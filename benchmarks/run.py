@@ -205,7 +205,7 @@ def _table(m: dict[str, float], sizes: dict[str, int], config: Config) -> str:
         row("2", f"full hit, `cached_agent_run`, tool-less agent, structured output, {label}", _us(hit), ratio, target,
             _check(ok))  # fmt: skip
     full = m["hit_redis_full"]
-    row("2", "the same hit with `full_result=True` (decodes the stored messages too), Redis", _us(full),
+    row("2", "the same call with `full_result=True` (takes the graph, hits at request level), Redis", _us(full),
         f"{full / floor:.1f}x floor, {full / direct:.3f}x direct run")  # fmt: skip
     row("3", "direct `agent.run` of the same agent (no cache)", _us(direct), "1x direct run")
     concurrency = f"{config.total:,} hits, `asyncio.gather`, concurrency {config.concurrency}"
