@@ -570,10 +570,12 @@ UNKEYABLE_MODEL: Final = "<unkeyable>"
 
 
 def _model_config(model: Model) -> list[dict[str, Any]] | str:
-    """What configures each model of the chain, by value: plain attributes, and functions by qualified name.
+    """What configures each model of the chain, by value: plain attributes (functions of a user's class by
+    qualified name).
 
-    `TestModel(custom_output_text=...)`, the function of a `FunctionModel` and the state of a user's own
-    `WrapperModel` (a tenant it adds to every request) all change what is answered. pydantic-ai's own models also
+    `TestModel(custom_output_text=...)` and the state of a user's own `WrapperModel` (a tenant it adds to every
+    request) change what is answered. A `FunctionModel` is identified by its model name (by default derived from
+    its function's name), as a provider's model is, so that a test model is the same in every process. pydantic-ai's own models also
     hold objects (providers, clients), which their base URL identifies; a model class of anyone else holding
     state that is not plain data makes the request uncacheable (`UNKEYABLE_MODEL`), since nothing can show that
     a stored answer fits it.
@@ -588,6 +590,8 @@ def _model_config(model: Model) -> list[dict[str, Any]] | str:
             for name, value in sorted(vars(current).items()):
                 if name in _NOT_CONFIG or name.startswith(("last_", "_entered", "__")):
                     continue
+                if own and callable(value):
+                    continue  # a `FunctionModel`'s function: its model name identifies it, across processes too
                 plain = _config_value(value)
                 if plain is _NOT_PLAIN:
                     if not own:
