@@ -575,10 +575,10 @@ def _model_config(model: Model) -> list[dict[str, Any]] | str:
 
     `TestModel(custom_output_text=...)` and the state of a user's own `WrapperModel` (a tenant it adds to every
     request) change what is answered. A `FunctionModel` is identified by its model name (by default derived from
-    its function's name), as a provider's model is, so that a test model is the same in every process. pydantic-ai's own models also
-    hold objects (providers, clients), which their base URL identifies; a model class of anyone else holding
-    state that is not plain data makes the request uncacheable (`UNKEYABLE_MODEL`), since nothing can show that
-    a stored answer fits it.
+    its function's name), as a provider's model is, so that a test model is the same in every process.
+    pydantic-ai's own models also hold objects (providers, clients), which their base URL identifies; a model
+    class of anyone else holding state that is not plain data makes the request uncacheable (`UNKEYABLE_MODEL`),
+    since nothing can show that a stored answer fits it.
     """
     chain: list[dict[str, Any]] = []
     current: Any = model
