@@ -23,12 +23,23 @@ pytestmark = pytest.mark.deployments
 CLUSTER_ONLY = ("+cluster|slots", "+command")
 """redis-py's cluster client reads the slot map and the command table when it starts; a single server needs neither."""
 PERMISSIONS = [token for token in MINIMAL_ACL if token.startswith("+")]
-FIRST_REFUSED_IN_A_SCRIPT = ("+set", "+pttl", "+type", "+del")
-"""Commands whose first refusal comes from inside the lock scripts, where Redis does not name the command."""
+FIRST_REFUSED_IN_A_SCRIPT = ("+set", "+pttl", "+type", "+del", "+get", "+strlen")
+"""Commands whose first refusal comes from inside a script (locks, size-checked reads, the ledger), where Redis does
+not name the command."""
+
+
+LEDGER_CHECKED = ("+hincrby", "+expire")
+"""Commands the spend ledger's script checks (`ACL DRYRUN`) before it writes anything, naming the command."""
 
 
 def refusal(permission: str) -> str:
     """What Redis says when a user without `permission` first needs it (in the library's error or log)."""
+    if permission == "+cluster|slots":
+        # redis-py's cluster client reports a refused CLUSTER SLOTS while it maps the slots this way (the first
+        # command of a run, which now reads through a script, gives it no other chance to name the permission).
+        return "Cluster mode is not enabled on this node"
+    if permission in LEDGER_CHECKED:
+        return f"this user may not run {permission.removeprefix('+').upper()}"
     if permission in FIRST_REFUSED_IN_A_SCRIPT:
         return "The user executing the script can't run this command or subcommand"
     if permission == "+multi":
