@@ -219,9 +219,15 @@ class Fill:
         name, token = lock_key(self._key), secrets.token_hex(16)
         delay = POLL_FIRST
         while True:
-            ok, taken = await self._access._guard(
-                "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
-            )
+            try:
+                ok, taken = await self._access._guard(
+                    "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
+                )
+            except asyncio.CancelledError:
+                # The script may have taken the lock before the cancellation arrived: release it by its token on the
+                # way out (a no-op if it was not taken), rather than leave other processes waiting for it to expire.
+                self._lock = token
+                raise
             if not ok:
                 return None  # the store fails: fill without a lock (the failure is reported)
             if taken:
