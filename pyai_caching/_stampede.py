@@ -238,9 +238,15 @@ class Fill:
         delay = POLL_FIRST
         answered = time.monotonic()  # when the store last answered a lock command
         while True:
-            outcome, taken = await self._access._attempt(
-                "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
-            )
+            try:
+                outcome, taken = await self._access._attempt(
+                    "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
+                )
+            except asyncio.CancelledError:
+                # The script may have taken the lock before the cancellation arrived: release it by its token on the
+                # way out (a no-op if it was not taken), rather than leave other processes waiting for it to expire.
+                self._lock = token
+                raise
             if outcome is Outcome.OK:
                 answered = time.monotonic()
                 if taken:

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 import redis
-from _fault_kit import our_keys
+from _fault_kit import eventually, our_keys
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import ModelHTTPError, UnexpectedModelBehavior
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pyai_caching import ResponseCache, cached_agent_run
+from pyai_caching import RedisStore, ResponseCache, cached_agent_run
 
 pytestmark = pytest.mark.faults
 
@@ -90,10 +90,35 @@ async def test_a_cancelled_call_is_not_cached(redis_url: str, redis_client: redi
     model = Scripted()
     agent = model.agent()
     model.behaviour = "slow"
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(cached_agent_run(agent, "Ada", "t", redis_url=redis_url), 0.3)
+    call = asyncio.create_task(cached_agent_run(agent, "Ada", "t", redis_url=redis_url))
+    await eventually(lambda: model.calls == 1, what="the model call")  # cancelled while the model runs
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
     assert our_keys(redis_client) == []  # no entry, and the fill lock was released
     await check_next_call_asks_the_model(model, agent, redis_url)
+
+
+class RepliesLate(RedisStore):
+    """A real `RedisStore` whose lock acquisitions reach Redis, but whose replies never come back (a network that
+    drops them): a call cancelled then has its lock taken in Redis without having heard so."""
+
+    async def acquire_lock(self, key: str, token: str, *, ttl: float) -> bool:
+        await super().acquire_lock(key, token, ttl=ttl)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_call_cancelled_while_taking_the_lock_releases_it(redis_url: str, redis_client: redis.Redis) -> None:
+    model = Scripted()
+    agent = model.agent()
+    call = asyncio.create_task(cached_agent_run(agent, "Ada", "t", store=RepliesLate(redis_url)))
+    await eventually(lambda: bool(our_keys(redis_client)), what="the lock to be taken")
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert our_keys(redis_client) == [], "released at once, not left to expire"
+    assert model.calls == 0
 
 
 async def test_a_stream_broken_off_is_not_cached(redis_url: str, redis_client: redis.Redis) -> None:
