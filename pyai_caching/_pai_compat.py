@@ -97,13 +97,21 @@ def _has_event_hooks(hooks: Any) -> bool:
     return bool(getattr(hooks, "__len__", None) and len(hooks))  # unknown shape: any hook at all counts
 
 
-def _override_active(attributes: Mapping[str, Any]) -> bool:
+_OVERRIDE_VARS = "_pyai_caching_override_vars"
+"""Where an agent's `agent.override()` context variables are kept once found (on the agent, like its templates)."""
+
+
+def _override_active(attributes: dict[str, Any]) -> bool:
     """Whether an `agent.override(...)` is in effect in this context (its values are context variables)."""
-    return any(
-        isinstance(value, ContextVar) and value.get() is not None
-        for name, value in attributes.items()
-        if name.startswith("_override_")
-    )
+    variables = attributes.get(_OVERRIDE_VARS)
+    if not isinstance(variables, tuple):
+        variables = tuple(
+            value
+            for name, value in attributes.items()
+            if name.startswith("_override_") and isinstance(value, ContextVar)
+        )
+        attributes[_OVERRIDE_VARS] = variables
+    return any(variable.get() is not None for variable in variables)
 
 
 def output_schema(agent: Any, output_type: Any) -> Any:
