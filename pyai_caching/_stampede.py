@@ -46,10 +46,12 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
+
+import anyio
 
 from ._access import Outcome, StoreAccess
 from ._context import CallRecord
@@ -74,6 +76,9 @@ POLL_MAX: Final = 0.025
 READ_ATTEMPTS: Final = 4
 """How many times a new lock holder tries to read the entry (a store that answers again after a failed read may
 have it: the previous holder stored it) before it calls the model."""
+
+CLEANUP_LIMIT: Final = 5.0
+"""Longest a clean-up (a lock release, deleting a failed run's entries) may hold up a call that is ending."""
 
 _flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Flight]] = (
     weakref.WeakKeyDictionary()
@@ -348,7 +353,18 @@ class Fill:
             store = self._access.store
             assert isinstance(store, LockingStore)
             # Never raises: a lock that cannot be released expires by itself.
-            await self._access._guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
+            release = self._access._guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
+            await _to_the_end(release, min(self._lock_ttl, CLEANUP_LIMIT))
+
+
+async def _to_the_end(cleanup: Awaitable[Any], limit: float) -> None:
+    """Await a clean-up to its end (or `limit` seconds), even when the call it belongs to is being cancelled.
+
+    pydantic-ai runs an agent's graph in anyio cancel scopes: once a run is cancelled, every later await inside it is
+    cancelled again, so an unshielded release would never reach the store and the lock would be left to expire.
+    """
+    with anyio.move_on_after(limit, shield=True):
+        await cleanup
 
 
 @contextlib.asynccontextmanager
@@ -365,7 +381,7 @@ async def forget_entries_of_failed_run() -> AsyncIterator[None]:
     except BaseException as error:
         if not _keeps_entries(error):
             for access, key in writes:
-                await access.delete(key)
+                await _to_the_end(access.delete(key), CLEANUP_LIMIT)
         raise
     finally:
         _run_writes.reset(token)

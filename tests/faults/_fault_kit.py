@@ -37,6 +37,27 @@ class Echo:
         return Agent(FunctionModel(self, model_name="echo"))
 
 
+class StoreWaits:
+    """Counts the cache operations that waited on the store and failed (a timeout, a refused connection), as opposed
+    to those skipped at once because the store had just failed (`pyai_caching.metrics`, errors by kind)."""
+
+    def __init__(self) -> None:
+        self._seen = self._waited()
+
+    @staticmethod
+    def _waited() -> int:
+        from pyai_caching import metrics
+
+        kinds = metrics.snapshot().errors_by_kind
+        return sum(count for kind, count in kinds.items() if not kind.endswith(":StoreSkipped"))
+
+    def since_last(self) -> int:
+        """How many operations waited and failed since the last call (or since this object was made)."""
+        now = self._waited()
+        waited, self._seen = now - self._seen, now
+        return waited
+
+
 async def eventually(check: Callable[[], bool | Awaitable[bool]], *, within: float = 15.0, what: str = "") -> None:
     """Poll `check` every 10 ms until it is true; fail after `within` seconds."""
     deadline = time.monotonic() + within

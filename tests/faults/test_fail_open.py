@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
-from _fault_kit import Echo, answer_to, entry_keys, eventually, warnings_with
+from _fault_kit import Echo, StoreWaits, answer_to, entry_keys, eventually, warnings_with
 from _redis_servers import RedisServer
 
-from pyai_caching import CacheError, cached_agent_run, metrics
+from pyai_caching import CacheError, RedisStore, cached_agent_run, metrics
 
 pytestmark = pytest.mark.faults
 
@@ -67,7 +67,10 @@ async def test_redis_stopped_and_restarted_during_a_load_of_calls(
     echo = Echo(sleep=0.002)
     errors_before = metrics.snapshot().total.errors
     load, stop = Load(), asyncio.Event()
-    task = asyncio.create_task(run_load(echo.agent(), url, load, stop, cache_timeout=0.3))
+    # The server is stopped, not hung: connections are refused at once. The cache timeout only bounds the odd
+    # operation caught by the restart; it is generous so that an operation slowed by a starved CPU is not taken for
+    # a second outage.
+    task = asyncio.create_task(run_load(echo.agent(), url, load, stop, cache_timeout=2.0))
 
     await eventually(lambda: load.calls >= 40, what="40 calls before the outage")
     assert entry_keys(client)  # caching works before the outage
@@ -103,36 +106,44 @@ async def test_a_paused_redis_adds_at_most_about_the_cache_timeout(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="pyai_caching")
     server = redis_server_factory()
-    url = server.url()
+    # The store's own socket timeout is 30 s: only `cache_timeout` can keep a call short, and the time bounds below
+    # sit an order of magnitude away from both the 0.2 s it costs and the 30 s it prevents.
+    store = RedisStore(server.url(), socket_timeout=30.0)
     echo = Echo(sleep=0.05)
     agent = echo.agent()
     timeout = 0.2
-    assert await cached_agent_run(agent, "warm", "t", redis_url=url, cache_timeout=timeout) == answer_to("warm")
+    assert await cached_agent_run(agent, "warm", "t", store=store, cache_timeout=timeout) == answer_to("warm")
 
+    waits = StoreWaits()
     server.pause()  # SIGSTOP: the port accepts connections, nothing answers
     try:
-        durations = []
+        durations, waited = [], []
         for i in range(6):  # one after another: each call would pay every timeout of its own
             started = time.monotonic()
-            answer = await cached_agent_run(agent, f"paused {i}", "t", redis_url=url, cache_timeout=timeout)
+            answer = await cached_agent_run(agent, f"paused {i}", "t", store=store, cache_timeout=timeout)
             durations.append(time.monotonic() - started)
+            waited.append(waits.since_last())
             assert answer == answer_to(f"paused {i}")
         started = time.monotonic()
         answers = await asyncio.gather(
-            *(cached_agent_run(agent, f"burst {i}", "t", redis_url=url, cache_timeout=timeout) for i in range(10))
+            *(cached_agent_run(agent, f"burst {i}", "t", store=store, cache_timeout=timeout) for i in range(10))
         )
         burst = time.monotonic() - started
+        waited_in_burst = waits.since_last()
     finally:
         server.resume()
     assert answers == [answer_to(f"burst {i}") for i in range(10)]
     added = [d - echo.sleep for d in durations]
     shown = ", ".join(f"{a * 1000:.0f}" for a in added)
     print(f"\ntime a paused Redis added to each call: {shown} ms; a burst of 10 calls took {burst:.2f} s")
-    # A call that meets the hung server pays two timeouts (two failures in a row make the store skipped); the calls
-    # after it skip the store for a second.
-    assert max(added) < 2 * timeout + 0.3
-    assert sum(added) < 3 * timeout + 0.5
-    assert burst < timeout + echo.sleep + 0.5
+    # The first call meets the hung server and pays two timeouts (two failures in a row make the store skipped);
+    # the calls after it skip the store (one probes it again once a second has passed, which a slow machine may
+    # reach: at most one wait per call, or per burst, after the first).
+    assert 1 <= waited[0] <= 2
+    assert all(w <= 2 for w in waited), waited
+    assert waited_in_burst <= 2
+    assert max(added) < 3.0
+    assert burst < 3.0
     assert len(warnings_with(caplog, "calls go on without the cache")) == 1
 
     # Resumed: caching comes back by itself (after at most the one-second pause between probes).
@@ -140,11 +151,12 @@ async def test_a_paused_redis_adds_at_most_about_the_cache_timeout(
     before = len(entry_keys(client))
 
     async def cached_again() -> bool:
-        await cached_agent_run(agent, f"after {time.monotonic()}", "t", redis_url=url, cache_timeout=timeout)
+        await cached_agent_run(agent, f"after {time.monotonic()}", "t", store=store, cache_timeout=timeout)
         return len(entry_keys(client)) > before
 
     await eventually(cached_again, within=10, what="caching to resume")
     client.close()
+    await store.close()
 
 
 async def test_default_timeouts_bound_a_hung_redis_too(redis_server_factory: Callable[..., RedisServer]) -> None:
@@ -153,6 +165,7 @@ async def test_default_timeouts_bound_a_hung_redis_too(redis_server_factory: Cal
     echo = Echo()
     agent = echo.agent()
     await cached_agent_run(agent, "warm", "t", redis_url=url)
+    waits = StoreWaits()
     server.pause()
     try:
         started = time.monotonic()
@@ -160,8 +173,9 @@ async def test_default_timeouts_bound_a_hung_redis_too(redis_server_factory: Cal
         elapsed = time.monotonic() - started
     finally:
         server.resume()
-    # RedisStore's socket timeout (0.5 s), paid twice: two failures in a row make the store down, not one.
-    assert elapsed < 2 * 0.5 + 0.4
+    # RedisStore's socket timeout (0.5 s), paid at most twice: two failures in a row make the store down, not one.
+    assert 1 <= waits.since_last() <= 2
+    assert elapsed < 5.0  # without a socket timeout, redis-py would wait for the hung server forever
 
 
 async def test_maxmemory_with_noeviction_fails_writes_open_and_reads_keep_working(

@@ -289,11 +289,9 @@ async def test_a_hit_never_reaches_the_retrying_model() -> None:
     assert await cached_agent_run(script.agent(), "hi", "t", store=store, **FAST) == "done"
     script.always = rate_limit()  # the provider is now rate-limiting everything
     expenses: list[Expense] = []
-    started = time.monotonic()
     out = await cached_agent_run(script.agent(), "hi", "t", store=store, expense_hook=expenses.append, **FAST)
     assert out == "done"
-    assert len(script.calls) == 1
-    assert time.monotonic() - started < 1.0
+    assert len(script.calls) == 1  # the rate-limited model was never called, so nothing was retried or waited for
     assert expenses[0].attempts == 0
     assert expenses[0].hits == 1
 
