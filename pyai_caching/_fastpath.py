@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from ._pai_compat import AgentShapeError, OutputRecipe, static_parts
+from ._pai_compat import AgentShapeError, OutputRecipe, fallback_serves, static_parts
 from .keys import (
     CanonicalRequest,
     canonical_messages,
@@ -64,17 +64,6 @@ def _plain_output_type(output_type: Any) -> bool:
     return origin is not None and not callable(getattr(output_type, "__get__", None))
 
 
-def _fallback(model: Any) -> bool:
-    """A `FallbackModel` (anywhere in the wrapper chain): which candidate answers is decided per run."""
-    for _ in range(16):
-        if type(model).__name__ == "FallbackModel":
-            return True
-        model = getattr(model, "wrapped", None)
-        if model is None:
-            return False
-    return True
-
-
 def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bool) -> tuple[Hashable, ...] | None:
     """Everything (besides prompt and history) that feeds the agent's first request, as comparable values.
 
@@ -87,7 +76,7 @@ def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bo
         parts = static_parts(agent)
     except AgentShapeError:
         return None
-    if parts is None or parts.model is None or isinstance(parts.model, str) or _fallback(parts.model):
+    if parts is None or parts.model is None or isinstance(parts.model, str) or fallback_serves(parts.model):
         return None
     if parts.tools and not (whole_run and all(getattr(t, "prepare", None) is None for t in parts.tools)):
         return None

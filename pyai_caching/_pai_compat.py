@@ -245,3 +245,24 @@ def history_sent_as_is(history: Sequence[ModelMessage]) -> bool:
     except Exception:
         return False
     return len(repaired) == len(history) and all(a is b or a == b for a, b in zip(repaired, history, strict=True))
+
+
+def fallback_serves(model: Any = None, capability: Any = None) -> bool:
+    """Whether a fallback decides per run which model answers: a `FallbackModel` anywhere in `model`'s wrapper
+    chain, or a `ModelFallback` anywhere in `capability`'s tree (combined and wrapped capabilities included)."""
+    for _ in range(16):
+        if model is None:
+            break
+        if type(model).__name__ == "FallbackModel":
+            return True
+        model = getattr(model, "wrapped", None)
+    pending, seen = [capability], 0
+    while pending and seen < 256:
+        current = pending.pop()
+        seen += 1
+        if current is None:
+            continue
+        if type(current).__name__ == "ModelFallback":
+            return True
+        pending.extend([*(getattr(current, "capabilities", None) or ()), getattr(current, "wrapped", None)])
+    return False

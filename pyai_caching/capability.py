@@ -29,6 +29,7 @@ from pydantic_ai.tools import RunContext
 
 from ._access import OnCacheError, StoreAccess
 from ._context import CallRecord, current_call
+from ._pai_compat import fallback_serves
 from ._redact import redact_url
 from ._registry import resolve_store
 from ._serialization import ResponseEntry
@@ -242,7 +243,7 @@ class ResponseCache(AbstractCapability[Any]):
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         # A run that fails (an output that never validates, a model or tool error) or is cancelled leaves no
         # request entries behind: a stored response may be why it failed, and would fail every replay the same way.
-        token = _fallback_in_run.set(_has_fallback(getattr(ctx, "root_capability", None), ctx.model))
+        token = _fallback_in_run.set(fallback_serves(ctx.model, getattr(ctx, "root_capability", None)))
         try:
             async with forget_entries_of_failed_run():
                 return await handler()
@@ -252,19 +253,3 @@ class ResponseCache(AbstractCapability[Any]):
 
 _fallback_in_run: ContextVar[bool] = ContextVar("pyai_caching_fallback_in_run", default=False)
 """Whether the run in progress has a fallback: its requests are then not retried (the fallback acts at once)."""
-
-
-def _has_fallback(capability: Any, model: Any, depth: int = 0) -> bool:
-    """Whether a `ModelFallback` capability (at any depth) or a `FallbackModel` serves the run."""
-    if depth > 32:
-        return False
-    if type(model).__name__ == "FallbackModel" or (
-        model is not None and depth == 0 and _has_fallback(None, getattr(model, "wrapped", None), depth + 1)
-    ):
-        return True
-    if capability is None:
-        return False
-    if type(capability).__name__ == "ModelFallback":
-        return True
-    children = [*(getattr(capability, "capabilities", None) or ()), getattr(capability, "wrapped", None)]
-    return any(_has_fallback(child, None, depth + 1) for child in children if child is not None)
