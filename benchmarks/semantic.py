@@ -49,7 +49,7 @@ import redis  # noqa: E402
 from _server import RedisServer, _free_port  # noqa: E402
 
 from pyai_caching import MemoryStore, RedisStore, SemanticCache  # noqa: E402
-from pyai_caching._access import StoreAccess  # noqa: E402
+from pyai_caching.engine.access import StoreAccess  # noqa: E402
 from pyai_caching.semantic import (  # noqa: E402
     _DocumentBackend,
     _encode_fields,

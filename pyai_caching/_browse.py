@@ -18,9 +18,9 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from ._serialization import _SIG_LEN, _SIG_PREFIX, ENTRY_VERSIONS
-from .keys import KEY_PREFIX
-from .stores import Store
+from pyai_caching.engine.entries import _SIG_LEN, _SIG_PREFIX, ENTRY_VERSIONS
+from pyai_caching.engine.keys import KEY_PREFIX
+from pyai_caching.stores import Store
 
 __all__ = [
     "MAX_DEPTH",

@@ -20,11 +20,11 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from .api import cached_agent_run
-from .costs import ModelCosts
-from .keys import namespace_prefix
-from .recorders import Expense, RedisSpendLedger
-from .stores import RedisStore, Store
+from pyai_caching.api import cached_agent_run
+from pyai_caching.engine.keys import namespace_prefix
+from pyai_caching.spend.costs import ModelCosts
+from pyai_caching.spend.recorders import Expense, RedisSpendLedger
+from pyai_caching.stores import RedisStore, Store
 
 __all__ = ["DEMO_MODEL", "DEMO_NAMESPACE", "DemoCall", "DemoResult", "UserProfile", "demo_agent", "run_demo"]
 

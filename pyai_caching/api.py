@@ -27,11 +27,15 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.run import AgentRunResult
 
-from . import _fastpath, _observe, _overrides
-from ._access import OnCacheError
-from ._context import CallRecord, current_call
-from ._deps_key import deps_material
-from ._pai_compat import (
+from pyai_caching.capability import ResponseCache
+from pyai_caching.engine import fastpath as _fastpath
+from pyai_caching.engine import overrides as _overrides
+from pyai_caching.engine.access import OnCacheError
+from pyai_caching.engine.context import CallRecord, current_call
+from pyai_caching.engine.deps_key import deps_material
+from pyai_caching.engine.entries import EntryMeta, RunEntry
+from pyai_caching.engine.keys import dumps_canonical, entry_key, request_digest
+from pyai_caching.engine.pai_compat import (
     AgentShapeError,
     OutputRecipe,
     final_projection,
@@ -39,21 +43,19 @@ from ._pai_compat import (
     output_recipe,
     output_schema,
 )
-from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_store
-from ._serialization import EntryMeta, RunEntry
-from ._spend import SpendTracker
-from ._sync import run_sync
-from ._validation import DEFAULT_TTL, SECRET_ENV
-from .capability import ResponseCache
-from .costs import ModelCosts, check_custom_costs
-from .exceptions import ConfigurationError
-from .keys import dumps_canonical, entry_key, request_digest
-from .recorders import ExpenseHook, SimpleExpenseRecorder, TaskBudget
-from .retry import RetryPolicy, resolve_retry
-from .semantic import SemanticCache
-from .stores import Store
-from .transcripts import MessageConverter, to_history
-from .types import CacheMode
+from pyai_caching.engine.registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_store
+from pyai_caching.engine.sync import run_sync
+from pyai_caching.engine.validation import DEFAULT_TTL, SECRET_ENV
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.observability import observer as _observe
+from pyai_caching.retry import RetryPolicy, resolve_retry
+from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.costs import ModelCosts, check_custom_costs
+from pyai_caching.spend.recorders import ExpenseHook, SimpleExpenseRecorder, TaskBudget
+from pyai_caching.spend.tracker import SpendTracker
+from pyai_caching.stores import Store
+from pyai_caching.transcripts import MessageConverter, to_history
+from pyai_caching.types import CacheMode
 
 __all__ = ["cached_agent_run", "cached_agent_run_sync", "clear_cache", "clear_cache_async"]
 
@@ -620,7 +622,7 @@ async def clear_cache_async(
 
     Keys of other applications in the same database are never touched (no FLUSHDB).
     """
-    from .keys import namespace_prefix
+    from pyai_caching.engine.keys import namespace_prefix
 
     prefix = namespace_prefix(namespace)
     target = resolve_store(redis_url, store)

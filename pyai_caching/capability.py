@@ -27,22 +27,29 @@ from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
 
-from ._access import OnCacheError, StoreAccess
-from ._context import CallRecord, current_call
-from ._pai_compat import fallback_serves
-from ._redact import redact_url
-from ._registry import resolve_store
-from ._serialization import ResponseEntry
-from ._stampede import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
-from ._validation import DEFAULT_TTL, check_cache_version, check_on_cache_error, check_secret, check_timeout, check_ttl
-from .costs import ModelCosts, check_custom_costs, price
-from .exceptions import ConfigurationError
-from .keys import validate_namespace
-from .recorders import TaskBudget
-from .retry import RetryingModel, RetryPolicy
-from .semantic import SemanticCache
-from .stores import Store
-from .types import CacheMode
+from pyai_caching._util.redact import redact_url
+from pyai_caching.engine.access import OnCacheError, StoreAccess
+from pyai_caching.engine.context import CallRecord, current_call
+from pyai_caching.engine.entries import ResponseEntry
+from pyai_caching.engine.flight import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
+from pyai_caching.engine.keys import validate_namespace
+from pyai_caching.engine.pai_compat import fallback_serves
+from pyai_caching.engine.registry import resolve_store
+from pyai_caching.engine.validation import (
+    DEFAULT_TTL,
+    check_cache_version,
+    check_on_cache_error,
+    check_secret,
+    check_timeout,
+    check_ttl,
+)
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.retry import RetryingModel, RetryPolicy
+from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.costs import ModelCosts, check_custom_costs, price
+from pyai_caching.spend.recorders import TaskBudget
+from pyai_caching.stores import Store
+from pyai_caching.types import CacheMode
 
 __all__ = ["DEFAULT_TTL", "ResponseCache"]
 
@@ -192,7 +199,7 @@ class ResponseCache(AbstractCapability[Any]):
         as it does without the cache. A `FallbackModel` is cached candidate by candidate, so each answer is stored
         under the key of the model that gave it.
         """
-        from ._model_cache import CachingModel
+        from pyai_caching.engine.model_cache import CachingModel
 
         candidates = getattr(model, "models", None)
         if type(model).__name__ == "FallbackModel" and isinstance(candidates, list):

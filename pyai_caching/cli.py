@@ -43,7 +43,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from ._browse import (
+from pyai_caching._browse import (
     EntryInfo,
     ScanCounts,
     Selection,
@@ -54,14 +54,14 @@ from ._browse import (
     read_entries,
     read_value,
 )
-from ._escape import escape_json_text, escape_text
-from ._redact import redact_url_in_text
-from ._registry import CACHE_DIR_ENV, REDIS_URL_ENV, check_redis_url
-from ._tables import Column, fitted_table
-from ._version import __version__
-from .exceptions import ConfigurationError
-from .keys import KEY_PREFIX, namespace_prefix
-from .stores import LocalStore, RedisStore, Store
+from pyai_caching._util.escape import escape_json_text, escape_text
+from pyai_caching._util.redact import redact_url_in_text
+from pyai_caching._util.tables import Column, fitted_table
+from pyai_caching._version import __version__
+from pyai_caching.engine.keys import KEY_PREFIX, namespace_prefix
+from pyai_caching.engine.registry import CACHE_DIR_ENV, REDIS_URL_ENV, check_redis_url
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.stores import LocalStore, RedisStore, Store
 
 __all__ = ["By", "ExitCode", "app", "main", "parse_duration", "parse_since"]
 
@@ -563,7 +563,7 @@ async def _ledger_counters(store: Store, namespace: str | None) -> tuple[dict[st
     """All-time hits and misses from the spend ledger, when the store is Redis and the ledger has any."""
     if not isinstance(store, RedisStore):
         return None, _NO_LEDGER_LOCAL
-    from .recorders import RedisSpendLedger
+    from pyai_caching.spend.recorders import RedisSpendLedger
 
     try:
         rows = await RedisSpendLedger(store=store).read(namespace=namespace, total=True)
@@ -580,7 +580,7 @@ async def _ledger_counters(store: Store, namespace: str | None) -> tuple[dict[st
 
 def _ledger_sums() -> tuple[str, ...]:
     """The ledger's whole-number sums (imported when needed: the CLI starts without loading the library)."""
-    from .recorders import LEDGER_COUNTS
+    from pyai_caching.spend.recorders import LEDGER_COUNTS
 
     return LEDGER_COUNTS
 
@@ -722,7 +722,7 @@ def spend(
     groups = by or [By.task, By.model]
 
     async def work() -> tuple[Any, str]:
-        from .recorders import RedisSpendLedger
+        from pyai_caching.spend.recorders import RedisSpendLedger
 
         ledger = RedisSpendLedger(store=store)
         found = await ledger.read(first, last, namespace=namespace, task=task, total=all_time)
@@ -1197,7 +1197,7 @@ def demo(
     """
     import tempfile
 
-    from ._demo import run_demo
+    from pyai_caching._demo import run_demo
 
     if redis_url is not None and directory is not None:
         _fail("pass either --redis-url or --dir, not both", ExitCode.USAGE, as_json)

@@ -64,22 +64,22 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic_ai.embeddings import Embedder, EmbeddingModel
 from redis.exceptions import ResponseError
 
-from ._redact import redact_url_in_text
-from ._scrub import scrub_text
-from ._text import shorten
-from .exceptions import ConfigurationError
-from .keys import KEY_PREFIX, dumps_canonical, entry_key
-from .stores import RedisStore, Store
+from pyai_caching._util.redact import redact_url_in_text
+from pyai_caching._util.scrub import scrub_text
+from pyai_caching._util.text import shorten
+from pyai_caching.engine.keys import KEY_PREFIX, dumps_canonical, entry_key
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.stores import RedisStore, Store
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from ._access import StoreAccess
-    from ._context import CallRecord
-    from ._serialization import ResponseEntry
-    from .capability import ResponseCache
-    from .keys import CanonicalRequest
+    from pyai_caching.capability import ResponseCache
+    from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.context import CallRecord
+    from pyai_caching.engine.entries import ResponseEntry
+    from pyai_caching.engine.keys import CanonicalRequest
 
     Vector = npt.NDArray[np.float32]
 
@@ -907,7 +907,7 @@ async def remember(
 def _observe_hit(cache: ResponseCache, model_label: str, match: SemanticMatch) -> None:
     """Count a semantic hit (`metrics`) and mark the current OpenTelemetry span (without the prompts: they may be
     personal data)."""
-    from .metrics import REGISTRY
+    from pyai_caching.observability.metrics import REGISTRY
 
     REGISTRY.add_semantic_hit(cache.resolved_namespace, cache.task_name, model_label)
     try:

@@ -42,11 +42,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyai_caching._urls import invalid_url_message
+from pyai_caching._util.urls import invalid_url_message
 from pyai_caching.exceptions import ConfigurationError
-
-from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
-from ._lag import loop_lag, responsive_timeout
+from pyai_caching.stores.base import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    EntryTooLargeError,
+    SlowTransferError,
+    check_max_entry_bytes,
+)
+from pyai_caching.stores.lag import loop_lag, responsive_timeout
 
 __all__ = ["RedisStore"]
 

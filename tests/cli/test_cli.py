@@ -12,7 +12,7 @@ from _cli_support import Cli, fill, put_entry, run, run_module, table_rows, word
 
 from pyai_caching import LocalStore, RedisStore, __version__
 from pyai_caching.cli import ExitCode, parse_duration
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 DEMO_HEADER = ["Call", "Cache", "Time", "Model requests", "Tokens (in / out)", "Cost", "Saved"]
 GROUP_HEADER = ["Entries", "Size", "Cost"]

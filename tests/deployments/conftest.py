@@ -17,7 +17,7 @@ from _deployments import ACL_PASSWORD, ACL_USER, MINIMAL_ACL, TLSDeployment
 from _redis_servers import RedisServer, make_tls_files, redis_server_executable
 from _redis_topologies import ClusterNodes, SentinelGroup, make_client_certificate
 
-from pyai_caching import _access
+from pyai_caching.engine import access as _access
 
 
 def _require_binaries() -> None:

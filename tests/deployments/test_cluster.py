@@ -18,7 +18,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import RedisStore, cached_agent_run, clear_cache_async
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 pytestmark = pytest.mark.deployments
 

@@ -23,7 +23,7 @@ from pyai_caching import (
     SemanticCache,
     TaskBudget,
 )
-from pyai_caching.stores.cassette import CassetteStore
+from pyai_caching.testing.cassette import CassetteStore
 
 PASSWORD = "pw-R3prRedisPassw0rd"
 HMAC_SECRET = "hmac-R3prSigningSecret-0123456789"

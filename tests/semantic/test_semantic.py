@@ -610,7 +610,7 @@ async def test_bad_semantic_arguments_fail_before_any_model_call() -> None:
 
 
 async def test_semantic_hits_are_counted_in_the_metrics() -> None:
-    from pyai_caching import metrics
+    from pyai_caching.observability import metrics
 
     counter = Counter(payload="answer")
     agent = make_agent(counter)

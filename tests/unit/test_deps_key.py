@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, SecretStr
 
 from pyai_caching import ConfigurationError, cached_agent_run
-from pyai_caching._deps_key import deps_material
+from pyai_caching.engine.deps_key import deps_material
 from pyai_caching.stores import MemoryStore
 
 

@@ -18,8 +18,9 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.tools import ToolDefinition
 
-from pyai_caching import ConfigurationError, keys
-from pyai_caching._redact import secret_digest
+from pyai_caching import ConfigurationError
+from pyai_caching._util.redact import secret_digest
+from pyai_caching.engine import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_ai import messages as m
 
-from pyai_caching import keys
+from pyai_caching.engine import keys
 
 
 class Color(StrEnum):

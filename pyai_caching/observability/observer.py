@@ -28,15 +28,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .metrics import REGISTRY
+from pyai_caching._version import __version__
+from pyai_caching.observability.metrics import REGISTRY
 
 if TYPE_CHECKING:
     from pydantic_ai.usage import RequestUsage, RunUsage
 
-    from ._context import CallRecord
-    from ._serialization import ResponseEntry, RunEntry
-    from .capability import ResponseCache
+    from pyai_caching.capability import ResponseCache
+    from pyai_caching.engine.context import CallRecord
+    from pyai_caching.engine.entries import ResponseEntry, RunEntry
 
 __all__ = [
     "cache_error",
@@ -79,7 +79,7 @@ def _saved(cache: ResponseCache, model: str, usage: RequestUsage | RunUsage, kno
     """What a hit saved: the caller's custom price for the model when there is one, else the entry's stored cost."""
     custom_costs = getattr(cache, "custom_costs", None)
     if custom_costs:
-        from .costs import find_custom_costs
+        from pyai_caching.spend.costs import find_custom_costs
 
         system, _, name = model.partition(":")
         custom = find_custom_costs(custom_costs, name, system)

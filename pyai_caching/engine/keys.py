@@ -46,8 +46,8 @@ from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings, merge_model_settings
 from pydantic_core import to_jsonable_python
 
-from ._redact import is_secret_name, redact, secret_digest
-from .exceptions import ConfigurationError
+from pyai_caching._util.redact import is_secret_name, redact, secret_digest
+from pyai_caching.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_NAMESPACE",

@@ -34,8 +34,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from ._pai_compat import AgentShapeError, OutputRecipe, fallback_serves, static_parts
-from .keys import (
+from pyai_caching.engine.keys import (
     CanonicalRequest,
     canonical_messages,
     canonical_settings,
@@ -44,6 +43,7 @@ from .keys import (
     model_identity,
     tool_definitions,
 )
+from pyai_caching.engine.pai_compat import AgentShapeError, OutputRecipe, fallback_serves, static_parts
 
 __all__ = ["RunTemplate", "learn_template", "lookup_template", "static_signature"]
 

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ._context import CallRecord
-from ._serialization import RunEntry
-from .costs import ModelCosts, price
-from .exceptions import ConfigurationError
-from .recorders import Expense, ExpenseHook, SimpleExpenseRecorder, TaskBudget, call_maybe_async
+from pyai_caching.engine.context import CallRecord
+from pyai_caching.engine.entries import RunEntry
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.spend.costs import ModelCosts, price
+from pyai_caching.spend.recorders import Expense, ExpenseHook, SimpleExpenseRecorder, TaskBudget, call_maybe_async
 
 __all__ = ["SpendTracker", "check_hooks", "split_model_label"]
 

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ._access import StoreAccess
-from .keys import validate_namespace
-from .stores import Store
-from .types import CacheMode
+from pyai_caching.engine.access import StoreAccess
+from pyai_caching.engine.keys import validate_namespace
+from pyai_caching.stores import Store
+from pyai_caching.types import CacheMode
 
 __all__ = ["Override", "activated", "active"]
 

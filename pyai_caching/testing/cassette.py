@@ -49,8 +49,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from pyai_caching._explain import describe_differences, nearest, unified_diff
-from pyai_caching._scrub import Scrubber, scrub_entry
+from pyai_caching._util.explain import describe_differences, nearest, unified_diff
+from pyai_caching._util.scrub import Scrubber, scrub_entry
 from pyai_caching.exceptions import CacheError, ConfigurationError
 
 if sys.platform != "win32":
@@ -263,7 +263,7 @@ class CassetteStore:
         return {"key": key, **{k: v for k, v in entry.items() if k != "key"}}
 
     def _check_entry(self, entry: Any) -> None:
-        from pyai_caching._serialization import EntryDecodeError, decode_response_entry
+        from pyai_caching.engine.entries import EntryDecodeError, decode_response_entry
 
         try:
             if not isinstance(entry, dict):

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai.usage import RunUsage
 
 if TYPE_CHECKING:
-    from .keys import CanonicalRequest
-    from .semantic import SemanticMatch
+    from pyai_caching.engine.keys import CanonicalRequest
+    from pyai_caching.semantic import SemanticMatch
 
 __all__ = ["CallRecord", "current_call"]
 

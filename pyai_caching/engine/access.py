@@ -36,10 +36,10 @@ from pydantic_ai.messages import ModelResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _observe
-from ._context import CallRecord
-from ._redact import redact_url_in_text
-from ._serialization import (
+from pyai_caching._util.redact import redact_url_in_text
+from pyai_caching._util.text import shorten
+from pyai_caching.engine.context import CallRecord
+from pyai_caching.engine.entries import (
     EntryDecodeError,
     EntryEncodeError,
     ResponseEntry,
@@ -48,11 +48,16 @@ from ._serialization import (
     decode_run_entry,
     encode_entry,
 )
-from ._text import shorten
-from .exceptions import CacheError
-from .stores import Store
-from .stores._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
-from .stores._lag import loop_lag, wait_responsive
+from pyai_caching.exceptions import CacheError
+from pyai_caching.observability import observer as _observe
+from pyai_caching.stores import Store
+from pyai_caching.stores.base import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    EntryTooLargeError,
+    SlowTransferError,
+    check_max_entry_bytes,
+)
+from pyai_caching.stores.lag import loop_lag, wait_responsive
 
 __all__ = ["STORE_LIMIT", "OnCacheError", "Outcome", "StoreAccess", "reset_health"]
 

@@ -26,18 +26,26 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from . import _observe, _overrides
-from . import semantic as _semantic
-from ._access import StoreAccess, fresh_response
-from ._context import CallRecord
-from ._serialization import EntryMeta, ResponseEntry
-from ._stampede import Fill
-from .exceptions import CacheMissError
-from .keys import UNKEYABLE_MODEL, CanonicalRequest, canonical_request, entry_key, request_digest, verify_direct_path
-from .types import CacheMode
+from pyai_caching import semantic as _semantic
+from pyai_caching.engine import overrides as _overrides
+from pyai_caching.engine.access import StoreAccess, fresh_response
+from pyai_caching.engine.context import CallRecord
+from pyai_caching.engine.entries import EntryMeta, ResponseEntry
+from pyai_caching.engine.flight import Fill
+from pyai_caching.engine.keys import (
+    UNKEYABLE_MODEL,
+    CanonicalRequest,
+    canonical_request,
+    entry_key,
+    request_digest,
+    verify_direct_path,
+)
+from pyai_caching.exceptions import CacheMissError
+from pyai_caching.observability import observer as _observe
+from pyai_caching.types import CacheMode
 
 if TYPE_CHECKING:
-    from .capability import ResponseCache
+    from pyai_caching.capability import ResponseCache
 
 __all__ = ["CachingModel"]
 

@@ -10,9 +10,9 @@ import logging
 import os
 import threading
 
-from ._urls import invalid_url_message, scheme_problem
-from .exceptions import ConfigurationError
-from .stores import LocalStore, RedisStore, Store
+from pyai_caching._util.urls import invalid_url_message, scheme_problem
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.stores import LocalStore, RedisStore, Store
 
 __all__ = ["CACHE_DIR_ENV", "REDIS_URL_ENV", "check_redis_url", "resolve_store"]
 

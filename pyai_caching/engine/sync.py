@@ -57,7 +57,7 @@ def _shutdown() -> None:
         return
 
     async def _close_stores() -> None:
-        from ._registry import close_all
+        from pyai_caching.engine.registry import close_all
 
         await close_all()
 

@@ -24,8 +24,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .exceptions import ConfigurationError
-from .keys import dumps_canonical
+from pyai_caching.engine.keys import dumps_canonical
+from pyai_caching.exceptions import ConfigurationError
 
 __all__ = ["deps_material"]
 

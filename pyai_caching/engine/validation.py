@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any, Final
 
-from .exceptions import ConfigurationError
+from pyai_caching.exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_TTL",

@@ -53,12 +53,18 @@ from typing import Any, Final
 
 import anyio
 
-from ._access import Outcome, StoreAccess
-from ._context import CallRecord
-from ._serialization import EntryDecodeError, EntryEncodeError, ResponseEntry, decode_response_entry, encode_entry
-from .exceptions import ConfigurationError
-from .stores import LockingStore, Store
-from .stores._lag import wait_responsive
+from pyai_caching.engine.access import Outcome, StoreAccess
+from pyai_caching.engine.context import CallRecord
+from pyai_caching.engine.entries import (
+    EntryDecodeError,
+    EntryEncodeError,
+    ResponseEntry,
+    decode_response_entry,
+    encode_entry,
+)
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.stores import LockingStore, Store
+from pyai_caching.stores.lag import wait_responsive
 
 __all__ = ["DEFAULT_LOCK_TTL", "Fill", "check_lock_ttl", "forget_entries_of_failed_run", "lock_key"]
 
@@ -397,6 +403,6 @@ def _keeps_entries(error: BaseException) -> bool:
     """
     from pydantic_ai.exceptions import ModelAPIError, UsageLimitExceeded
 
-    from .exceptions import BudgetExceededError, CacheMissError, RateLimitError
+    from pyai_caching.exceptions import BudgetExceededError, CacheMissError, RateLimitError
 
     return isinstance(error, ModelAPIError | UsageLimitExceeded | RateLimitError | BudgetExceededError | CacheMissError)

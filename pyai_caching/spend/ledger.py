@@ -47,15 +47,15 @@ from urllib.parse import unquote
 
 from redis.exceptions import RedisError, ResponseError
 
-from ._ledger_outbox import LedgerWrite, Outage, Outbox
-from ._redact import redact_url_in_text
-from ._scrub import scrub_text
-from ._sync import run_sync
-from .exceptions import ConfigurationError
-from .stores.redis import RedisStore
+from pyai_caching._util.redact import redact_url_in_text
+from pyai_caching._util.scrub import scrub_text
+from pyai_caching.engine.sync import run_sync
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.spend.outbox import LedgerWrite, Outage, Outbox
+from pyai_caching.stores.redis import RedisStore
 
 if TYPE_CHECKING:
-    from .recorders import Expense
+    from pyai_caching.spend.recorders import Expense
 
 __all__ = [
     "LEDGER_COUNTS",
@@ -135,7 +135,7 @@ def _redis_store(redis_url: str | None, store: RedisStore | None, what: str) -> 
         if not isinstance(store, RedisStore):
             raise ConfigurationError(f"{what}: store must be a RedisStore, got {type(store).__name__}")
         return store
-    from ._registry import REDIS_URL_ENV, resolve_store
+    from pyai_caching.engine.registry import REDIS_URL_ENV, resolve_store
 
     url = redis_url or os.environ.get(REDIS_URL_ENV)
     if not url:

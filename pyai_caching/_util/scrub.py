@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from ._redact import is_secret_name, redact_url_in_text
+from pyai_caching._util.redact import is_secret_name, redact_url_in_text
 
 __all__ = ["SCRUBBED", "Scrubber", "scrub_entry", "scrub_text"]
 
