@@ -42,7 +42,7 @@ from pyai_caching.spend.ledger import (
 )
 
 if TYPE_CHECKING:
-    from pyai_caching.semantic import SemanticMatch
+    from pyai_caching.engine.context import SemanticMatch
 
 __all__ = [
     "LEDGER_COUNTS",
