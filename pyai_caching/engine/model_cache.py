@@ -113,6 +113,8 @@ class CachingModel(WrapperModel):
             )
         saved = self._saved(request, entry)
         ports.observer().request_lookup(self._cache, _run_context(), request.key, request.label, started, entry, saved)
+        if entry is None and ports.miss_listeners:
+            _tell_miss(self._cache, request)
         if entry is None and request.mode is CacheMode.READ_ONLY:
             hint = _explain_miss(request.access, request.canonical) or (
                 " Run once with cache_mode='read_write' to record it."
@@ -293,6 +295,15 @@ def _explain_miss(access: StoreAccess, canonical: CanonicalRequest) -> str | Non
         logger.debug("%s could not explain a miss", access.store.description, exc_info=True)
         return None
     return f"\n{text}" if isinstance(text, str) and text else None
+
+
+def _tell_miss(cache: CacheView, request: _Request) -> None:
+    assert request.canonical is not None
+    for listener in ports.miss_listeners:
+        try:
+            listener(cache, request.key, request.canonical, request.label)
+        except Exception:  # a listener must never break a call; its own tests show its bugs
+            logger.exception("a miss listener failed (%r); the call goes on", listener)
 
 
 def _count_hit(record: CallRecord | None, entry: ResponseEntry, saved: Decimal | None) -> None:
