@@ -146,6 +146,7 @@ async def cached_agent_run(
     budget: TaskBudget | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> Any: ...
 
@@ -180,6 +181,7 @@ async def cached_agent_run(
     budget: TaskBudget | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> AgentRunResult[Any]: ...
 
@@ -213,6 +215,7 @@ async def cached_agent_run(
     budget: TaskBudget | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> Any:
     """Run `agent` on `prompt` like `agent.run`, answering repeated requests from the cache.
@@ -260,6 +263,8 @@ async def cached_agent_run(
             the answer of a recorded prompt that means the same, in the same context (see `pyai_caching.semantic`).
         accept_semantic: `False` refuses semantic hits for this call (the model is called; the prompt is still
             recorded for later calls).
+        explain_misses: Keep a fingerprint of each miss (digests, no prompt text) in a capped, expiring log in the
+            store, for `pyai-caching explain` (default `True`; written in the background, off the call's path).
         **run_kwargs: Anything `agent.run` accepts (`deps`, `model_settings`, `message_history`, `usage_limits`,
             `output_type`, `instructions`, ...).
     """
@@ -311,6 +316,7 @@ async def cached_agent_run(
             semantic=_semantic_for_call(semantic, accept_semantic),
             cache_version=cache_version,
             max_entry_bytes=max_entry_bytes,
+            explain_misses=explain_misses,
         )
         if config_key is not None:
             _remember_capability(config_key, cache)

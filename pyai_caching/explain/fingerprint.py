@@ -1,0 +1,203 @@
+"""The fingerprint of a request: its key's ingredients, each reduced to a digest. Pure: no I/O.
+
+A fingerprint keeps the shape of the canonical request (`pyai_caching.engine.keys.CanonicalRequest`): the model,
+each setting, each tool (by name), the output definitions, the instructions and each part of each message. It
+keeps in clear only what names an ingredient or is a small number: the model's class, provider and name, setting
+names and their numeric or boolean values, tool names, part and message kinds, tool call ids (already renumbered
+`call_1`, ...). Every text and every structured value (a prompt, a tool description, a JSON schema, tool
+arguments, a tool's result) is a digest:
+
+* `h:<16 hex>`: a value (SHA-256 of its canonical JSON);
+* `t:<16 hex>`: a text;
+* `t:<16 hex>~<16 hex>:<kinds>`: a text holding volatile tokens (dates, times, UUIDs, see
+  `pyai_caching._util.volatile`): the second digest is of the text with those tokens masked, so two texts that
+  differ only in them are told apart from texts that differ in anything else, without keeping either text.
+
+The fingerprint of a stored entry's request (entries keep the canonical request) and of a miss are computed by
+this one function, so they can be compared leaf by leaf with `pyai_caching._util.explain.differences`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+from pyai_caching._util.volatile import mask
+from pyai_caching.engine.keys import dumps_canonical
+
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "fingerprint",
+    "is_digest",
+    "text_digest",
+    "value_digest",
+    "volatile_kinds",
+    "volatile_only",
+]
+
+FINGERPRINT_VERSION: Final = 1
+"""Bumped when the fingerprint of a request changes; older misses are then compared as far as they can be."""
+
+_DIGEST_HEX: Final = 16
+_CLEAR: Final = frozenset(
+    {"kind", "part_kind", "tool_name", "tool_call_id", "tool_kind", "outcome", "scope", "name", "output_mode"}
+)
+"""Fields whose short string values name an ingredient rather than hold content: kept in clear."""
+_MAX_CLEAR: Final = 200
+"""A 'clear' string longer than this is a digest after all (a planted or unusual value)."""
+_HEAD_MESSAGES: Final = 8
+_TAIL_MESSAGES: Final = 24
+"""A conversation longer than head + tail messages keeps the first and last ones in detail; the middle is one digest,
+so a fingerprint stays small (a few kilobytes) whatever the history's length."""
+
+
+def _hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:_DIGEST_HEX]
+
+
+def _utf8(text: str) -> bytes:
+    # Lone surrogates (which a prompt may hold) are written escaped, as the entry's request record shows them.
+    return text.encode("utf-8", "backslashreplace")
+
+
+def text_digest(text: str) -> str:
+    """The digest leaf of a text (see the module docstring)."""
+    leaf = "t:" + _hex(_utf8(text))
+    masked, kinds = mask(text)
+    if kinds:
+        leaf += f"~{_hex(_utf8(masked))}:{','.join(kinds)}"
+    return leaf
+
+
+def value_digest(value: Any) -> str:
+    """The digest leaf of a JSON value (see the module docstring)."""
+    try:
+        text = dumps_canonical(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON data (a planted entry): digest what can be shown of it
+        text = repr(value)
+    return "h:" + _hex(_utf8(text))
+
+
+def is_digest(value: Any) -> bool:
+    """Whether a fingerprint leaf is a digest (its value cannot be shown) rather than a value kept in clear."""
+    return isinstance(value, str) and (value.startswith("t:") or value.startswith("h:"))
+
+
+def volatile_kinds(leaf: Any) -> tuple[str, ...]:
+    """The kinds of volatile token a text leaf holds (empty for any other leaf)."""
+    if not isinstance(leaf, str) or not leaf.startswith("t:") or "~" not in leaf:
+        return ()
+    _, _, kinds = leaf.partition("~")[2].partition(":")
+    return tuple(k for k in kinds.split(",") if k)
+
+
+def volatile_only(old: Any, new: Any) -> tuple[str, ...] | None:
+    """The volatile kinds when two text leaves differ only in volatile tokens, else `None`."""
+    if not (isinstance(old, str) and isinstance(new, str) and "~" in old and "~" in new):
+        return None
+    masked_old, masked_new = old.partition("~")[2], new.partition("~")[2]
+    if masked_old.partition(":")[0] != masked_new.partition(":")[0]:
+        return None
+    return tuple(sorted(set(volatile_kinds(old)) | set(volatile_kinds(new))))
+
+
+def _leaf(value: Any, *, clear: bool = False) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value if abs(value) < 10**15 else value_digest(value)
+    if isinstance(value, str):
+        return value if clear and len(value) <= _MAX_CLEAR else text_digest(value)
+    return value_digest(value)
+
+
+def _fields(obj: dict[str, Any], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Each field of `obj` as a leaf: labels in clear, texts and values as digests (or by `spec`)."""
+    out: dict[str, Any] = {}
+    for name, value in obj.items():
+        handler = spec.get(name) if spec else None
+        out[name] = handler(value) if handler is not None else _leaf(value, clear=name in _CLEAR)
+    return out
+
+
+def _dicts(value: Any, each: Any) -> Any:
+    if not isinstance(value, list):
+        return _leaf(value)
+    return [each(v) if isinstance(v, dict) else _leaf(v) for v in value]
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    return _fields(tool)
+
+
+def _model(model: Any) -> Any:
+    if not isinstance(model, dict):
+        return _leaf(model)
+    return _fields(
+        model,
+        {
+            "class": lambda v: [_leaf(c, clear=True) for c in v] if isinstance(v, list) else _leaf(v),
+            "system": lambda v: _leaf(v, clear=True),
+            "profile": lambda v: _leaf(v, clear=True) if isinstance(v, str) and len(v) == 32 else _leaf(v),
+        },
+    )
+
+
+def _settings(settings: Any) -> Any:
+    if not isinstance(settings, dict):
+        return _leaf(settings)
+    # Names in clear (they are ModelSettings fields); numbers and booleans in clear; anything else a digest.
+    return {str(name): _leaf(value) for name, value in settings.items()}
+
+
+def _parameters(parameters: Any) -> Any:
+    if not isinstance(parameters, dict):
+        return _leaf(parameters)
+    return _fields(
+        parameters,
+        {
+            "function_tools": lambda v: _dicts(v, _tool),
+            "output_tools": lambda v: _dicts(v, _tool),
+            "native_tools": lambda v: [_leaf(t) for t in v] if isinstance(v, list) else _leaf(v),
+            "instructions": lambda v: [_leaf(t) for t in v] if isinstance(v, list) else _leaf(v),
+        },
+    )
+
+
+def _message(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return _leaf(message)
+    return _fields(message, {"parts": lambda v: _dicts(v, _fields)})
+
+
+def _messages(messages: Any) -> Any:
+    if not isinstance(messages, list):
+        return _leaf(messages)
+    if len(messages) <= _HEAD_MESSAGES + _TAIL_MESSAGES:
+        return [_message(m) for m in messages]
+    middle = messages[_HEAD_MESSAGES:-_TAIL_MESSAGES]
+    return [
+        *(_message(m) for m in messages[:_HEAD_MESSAGES]),
+        {"kind": "collapsed", "count": len(middle), "digest": value_digest(middle)},
+        *(_message(m) for m in messages[-_TAIL_MESSAGES:]),
+    ]
+
+
+def fingerprint(request: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint of a canonical request given as JSON (`CanonicalRequest.to_json_obj()`, or an entry's
+    `request`). Anything of an unexpected shape becomes a digest; this never raises for JSON data."""
+    header = request.get("header")
+    out_header: dict[str, Any] = {}
+    if isinstance(header, dict):
+        for name, value in header.items():
+            if name == "model":
+                out_header["model"] = _model(value)
+            elif name == "settings":
+                out_header["settings"] = _settings(value)
+            elif name == "parameters":
+                out_header["parameters"] = _parameters(value)
+            elif isinstance(name, str):
+                out_header[name] = _leaf(value)
+    elif header is not None:
+        out_header["value"] = _leaf(header)
+    return {"header": out_header, "messages": _messages(request.get("messages", []))}

@@ -1,0 +1,324 @@
+"""The miss log: a capped, expiring record of recent misses per namespace, kept in the cache's own store.
+
+`note_miss` is called by the engine on every request-level miss (through `engine.ports.miss_listeners`; the
+capability registers it). It only queues the miss: the fingerprint (`pyai_caching.explain.fingerprint`) is
+computed and written by one background task per event loop, which waits up to `LINGER` seconds (or until a page
+is full) so that a burst of misses costs one write per page, not one per miss.
+
+Layout, under the namespace's prefix (`pyai_caching.engine.keys.entry_key`)::
+
+    pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{1f}
+
+`PAGES` keys, each a JSON page of at most `PER_PAGE` misses, each expiring `MISS_TTL` seconds after its last
+write: at most `MAX_MISSES` misses per namespace, whatever the traffic. A process fills one page at a time and
+moves to the next one in turn (from a random first page), so in one process the newest `MAX_MISSES` misses are
+kept. Processes sharing a store write their pages independently: a page another process wrote may be overwritten
+before it is the oldest (the record is a sample of recent misses, not an audit log).
+
+When is a miss not recorded?
+
+* a cache call under a test cassette (`pyai_caching.pytest_plugin`), or with `explain_misses=False`;
+* while the store is failing (the engine reports the outage; the miss log only logs at DEBUG level);
+* more than `MAX_PENDING` misses waiting in one event loop: the oldest are dropped (they would be beyond the cap);
+* on shutdown: `asyncio.run` and `asyncio.Runner` cancel the writer, which then writes what is queued before it
+  stops (within `WRITE_TIMEOUT`); the background loop of `cached_agent_run_sync` is flushed at interpreter exit.
+  What cannot be written then (a loop closed by hand without cancelling its tasks, a store that does not answer)
+  is reported in one WARNING with the number of misses lost. A process that is killed loses what it queued in
+  its last `LINGER` seconds. `await flush_misses()` writes everything queued, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import contextvars
+import json
+import logging
+import random
+import threading
+import time
+import weakref
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import pyai_caching.engine.sync  # noqa: F401  (its exit handler must be registered before ours, so ours runs first)
+from pyai_caching.engine import overrides
+from pyai_caching.engine.keys import KEY_PREFIX, entry_key, namespace_prefix
+from pyai_caching.explain.fingerprint import FINGERPRINT_VERSION, fingerprint, value_digest
+
+if TYPE_CHECKING:
+    from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.keys import CanonicalRequest
+    from pyai_caching.engine.ports import CacheView
+
+__all__ = [
+    "LINGER",
+    "MAX_MISSES",
+    "MISS_KIND",
+    "MISS_TTL",
+    "PAGES",
+    "PER_PAGE",
+    "RECORD_VERSION",
+    "flush_misses",
+    "miss_key",
+    "miss_prefix",
+    "note_miss",
+]
+
+logger = logging.getLogger("pyai_caching")
+
+MISS_KIND: Final = "miss"
+"""The kind segment of miss-log keys."""
+PAGES: Final = 32
+"""Keys of the miss log per namespace."""
+PER_PAGE: Final = 8
+"""Misses per key."""
+MAX_MISSES: Final = PAGES * PER_PAGE
+"""The most misses the log keeps per namespace (256)."""
+MISS_TTL: Final = 7 * 24 * 3600.0
+"""Seconds a page lives after its last write (7 days)."""
+LINGER: Final = 1.0
+"""Seconds the writer waits for more misses before writing a page that is not full."""
+MAX_PENDING: Final = MAX_MISSES
+"""Misses queued in one event loop at most; older ones are dropped first."""
+WRITE_TIMEOUT: Final = 2.0
+"""Upper bound in seconds for one page write (the cache's `cache_timeout` when shorter)."""
+RECORD_VERSION: Final = 1
+"""Version of a page's JSON; a page of another version is ignored by `pyai-caching explain`."""
+
+
+def miss_key(namespace: str, page: int) -> str:
+    """The store key of one page of a namespace's miss log."""
+    return entry_key(namespace, MISS_KIND, f"{page:02x}")
+
+
+def miss_prefix(namespace: str | None = None) -> str:
+    """The key prefix of a namespace's miss log (`None`: the prefix of every key of this library, to scan)."""
+    return f"{namespace_prefix(namespace)}{MISS_KIND}:" if namespace is not None else KEY_PREFIX
+
+
+@dataclass(slots=True)
+class _Noted:
+    """One miss, as queued on the miss path (the fingerprint is computed by the writer)."""
+
+    at: float
+    access: StoreAccess
+    namespace: str
+    key: str
+    task: str | None
+    model: str
+    salt: str
+    canonical: CanonicalRequest
+
+    def item(self) -> dict[str, Any]:
+        return {
+            "at": round(self.at, 3),
+            "key": self.key,
+            "task": self.task,
+            "model": self.model,
+            "version": value_digest(self.salt) if self.salt else None,
+            "fp": fingerprint(self.canonical.to_json_obj()),
+        }
+
+
+@dataclass(slots=True)
+class _Ring:
+    """Where this process writes next in one namespace's log."""
+
+    page: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _encode(items: list[dict[str, Any]]) -> bytes:
+    page = {"format": "pyai_caching", "kind": "misses", "version": RECORD_VERSION, "fp": FINGERPRINT_VERSION}
+    return json.dumps({**page, "misses": items}, separators=(",", ":"), allow_nan=False).encode()
+
+
+class _LoopLog:
+    """The misses queued in one event loop, and the task that writes them."""
+
+    def __init__(self) -> None:
+        self.pending: deque[_Noted] = deque()
+        self.dropped = 0
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.rings: OrderedDict[tuple[int, str], _Ring] = OrderedDict()
+
+    def add(self, noted: _Noted) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append(noted)
+        if len(self.pending) >= PER_PAGE:
+            self.wake.set()
+        if self.task is None:
+            loop = asyncio.get_running_loop()
+            # An empty context: the writer must not keep the call's context (its record, its span) alive.
+            self.task = loop.create_task(self._run(), name="pyai_caching-miss-log", context=contextvars.Context())
+
+    async def _run(self) -> None:
+        try:
+            while self.pending:
+                if len(self.pending) < PER_PAGE:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(LINGER):
+                            await self.wake.wait()
+                await self.write()
+        except asyncio.CancelledError:
+            # The event loop is shutting down (asyncio.run and asyncio.Runner cancel every task): write what is
+            # queued, then stop.
+            await self.write_or_report()
+            raise
+        finally:
+            self.task = None
+
+    async def write_or_report(self) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await self.write()
+        self.report_lost()
+
+    def report_lost(self) -> None:
+        if self.pending:
+            logger.warning(
+                "%d cache misses were not recorded for `pyai-caching explain`: the event loop ended before they "
+                "were written (await pyai_caching.explain.flush_misses() before closing a loop by hand)",
+                len(self.pending),
+            )
+            self.pending.clear()
+
+    async def write(self) -> int:
+        """Write every queued miss; return how many were queued."""
+        async with self.lock:
+            batch = list(self.pending)
+            if not batch:
+                return 0
+            if self.dropped:
+                logger.debug("%d cache misses beyond the miss log's cap were not recorded", self.dropped)
+                self.dropped = 0
+            groups: dict[tuple[int, str], list[_Noted]] = {}
+            for noted in batch:
+                groups.setdefault((id(noted.access.store), noted.namespace), []).append(noted)
+            for (store_id, namespace), misses in groups.items():
+                ring = self._ring(store_id, namespace)
+                await _write_ring(ring, misses[0].access, namespace, [m.item() for m in misses[-MAX_MISSES:]])
+            for _ in batch:
+                self.pending.popleft()
+            return len(batch)
+
+    def _ring(self, store_id: int, namespace: str) -> _Ring:
+        ring = self.rings.get((store_id, namespace))
+        if ring is None:
+            ring = self.rings[(store_id, namespace)] = _Ring(page=random.randrange(PAGES))
+            if len(self.rings) > 64:
+                self.rings.popitem(last=False)
+        else:
+            self.rings.move_to_end((store_id, namespace))
+        return ring
+
+    async def flush(self) -> int:
+        written = await self.write()
+        task = self.task
+        if task is not None and task is not asyncio.current_task():
+            self.wake.set()  # the writer finds nothing queued and ends
+            await asyncio.wait([task])
+        return written
+
+
+async def _write_ring(ring: _Ring, access: StoreAccess, namespace: str, items: list[dict[str, Any]]) -> None:
+    """Append `items` to the ring's current page, moving to the next page each time one is full."""
+    page, current = ring.page, list(ring.items)
+    for item in items:
+        current.append(item)
+        if len(current) == PER_PAGE:
+            await _put(access, miss_key(namespace, page), current)
+            page, current = (page + 1) % PAGES, []
+            ring.page, ring.items = page, current
+    if current:
+        await _put(access, miss_key(namespace, page), current)
+        ring.items = current
+
+
+_failed_stores: set[str] = set()
+
+
+async def _put(access: StoreAccess, key: str, items: list[dict[str, Any]]) -> None:
+    store = access.store
+    if access.store_down():  # the engine reports the outage; nothing to add
+        return
+    limit = WRITE_TIMEOUT if access.timeout is None else min(access.timeout, WRITE_TIMEOUT)
+    try:
+        async with asyncio.timeout(limit):
+            await store.set(key, _encode(items), ttl=MISS_TTL)
+    except Exception as error:
+        level = logging.INFO if store.description not in _failed_stores else logging.DEBUG
+        _failed_stores.add(store.description)
+        logger.log(level, "could not record a cache miss in %s (%s)", store.description, type(error).__name__)
+
+
+_lock = threading.Lock()
+_logs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLog] = weakref.WeakKeyDictionary()
+
+
+def note_miss(cache: CacheView, key: str, canonical: CanonicalRequest, model: str) -> None:
+    """Queue a request-level miss for the miss log (a `MissListener`; cheap: no I/O, no hashing here)."""
+    if overrides.active() is not None:  # a test cassette explains its own misses
+        return
+    loop = asyncio.get_running_loop()
+    log = _logs.get(loop)
+    if log is None:
+        with _lock:
+            log = _logs.get(loop)
+            if log is None:
+                log = _logs[loop] = _LoopLog()
+    log.add(
+        _Noted(
+            at=time.time(),
+            access=cache.access,
+            namespace=cache.resolved_namespace,
+            key=key,
+            task=cache.task_name,
+            model=model,
+            salt=cache.key_salt,
+            canonical=canonical,
+        )
+    )
+
+
+async def flush_misses() -> int:
+    """Write every miss queued in this process now (in every event loop); return how many were written.
+
+    Not needed in normal use (the misses are written within `LINGER` seconds, and when `asyncio.run` ends); useful
+    before reading the log right away (`pyai-caching explain` in a test) or before closing an event loop by hand.
+    """
+    current = asyncio.get_running_loop()
+    with _lock:
+        logs = list(_logs.items())
+    written = 0
+    for loop, log in logs:
+        if loop is current:
+            written += await log.flush()
+        elif loop.is_running() and not loop.is_closed() and log.pending:
+            future = asyncio.run_coroutine_threadsafe(log.flush(), loop)
+            written += await asyncio.wrap_future(future)
+    return written
+
+
+def _at_exit() -> None:
+    """Write what the loops still running in other threads (the sync entry points' loop) have queued."""
+    with _lock:
+        logs = list(_logs.items())
+    for loop, log in logs:
+        if not log.pending:
+            continue
+        if loop.is_running() and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(log.flush(), loop).result(timeout=WRITE_TIMEOUT + 1)
+        log.report_lost()
+
+
+atexit.register(_at_exit)
