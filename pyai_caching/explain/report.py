@@ -50,7 +50,7 @@ Verdict = Literal["volatile_token", "changed", "same_ingredients", "no_other_ent
 * `changed`: it differs in at least one ingredient in another way (listed in `differences`);
 * `same_ingredients`: the nearest entry has the same ingredients (the key differs by `cache_version`, or the
   entry was written by another version of the key schema);
-* `no_other_entry`: nothing else is stored in the namespace to compare with."""
+* `no_other_entry`: no other entry stored in the namespace before the miss is left to compare with."""
 
 _MISS_KEY_RE: Final = re.compile(
     "^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):" + MISS_KIND + r":\{(?P<page>[0-9a-f]{2})\}$"
@@ -286,7 +286,7 @@ class ExplainedMiss:
     summary: str
     """Why it missed, in one sentence (names ingredients, never their content)."""
     nearest: NearestEntry | None
-    """The most similar other entry of the namespace, if any."""
+    """The most similar other entry of the namespace stored before the miss, if any."""
     differences: tuple[Difference, ...]
     """The ingredients that differ (at most 12)."""
     more_differences: int
@@ -377,16 +377,17 @@ def _pick(miss: Miss, candidates: Sequence[_Candidate]) -> tuple[_Candidate, flo
 
 def explain_miss(miss: Miss, stored: Sequence[_Candidate]) -> ExplainedMiss:
     """Explain `miss` with the entries stored in its namespace (pure)."""
-    others = [c for c in stored if c.key != miss.key]
-    stored_now = len(others) != len(stored)
-    picked = _pick(miss, others)
+    stored_now = any(c.key == miss.key for c in stored)
+    # Only entries that were there when the request missed can say why it missed (later ones are its consequences).
+    earlier = [c for c in stored if c.key != miss.key and c.created_at <= miss.at]
+    picked = _pick(miss, earlier)
     if picked is None:
         return ExplainedMiss(
             miss=miss,
             verdict="no_other_entry",
             summary=(
-                f"No other entry is stored in namespace {miss.namespace!r} to compare with: nothing like this "
-                "request was cached before (or it expired, or was cleared)."
+                f"No entry stored in namespace {miss.namespace!r} before this miss is left to compare with: "
+                "nothing like this request had been cached (or it expired, or was cleared)."
             ),
             nearest=None,
             differences=(),
