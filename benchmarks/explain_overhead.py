@@ -1,0 +1,192 @@
+"""What recording misses for `pyai-caching explain` costs a miss: `python benchmarks/explain_overhead.py`.
+
+A miss's own overhead is what a cached miss costs beyond a direct `agent.run` (lookups, the fill lock, encoding
+and writing the entries). Recording the miss adds: queueing it on the miss path (`note_miss`), then, in the
+background, its fingerprint and a share of one page write. The target: under 5% of the miss's own overhead.
+
+Each round runs, in turn (the order rotating from round to round): direct `agent.run`s, cached misses with
+`explain_misses=False`, and cached misses with `explain_misses=True`, every call with a new prompt (so every cached
+call misses), through a `FunctionModel` that answers at once, on Redis (a throwaway `redis-server` on a free
+loopback port) and on `LocalStore` (a temporary folder). Two agents: the benchmark's tool-less profile agent
+(structured output, one request), and the same agent continuing a 20-message conversation (a bigger fingerprint).
+
+Two measures per variant:
+
+* **wall**: the median time of one call (what the caller waits for: the critical path);
+* **CPU**: the process's CPU time (every thread: SQLite runs in worker threads) for the whole batch, divided by
+  the number of calls; for `explain_misses=True` the batch ends with `await flush_misses()`, so the fingerprints
+  and page writes done in the background are counted too.
+
+The table shows medians over the rounds. On a shared machine single figures move a lot; the ratios of one run are
+what hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE.parent) not in sys.path:  # a fresh clone: import the package from the source tree
+    sys.path.insert(1, str(_HERE.parent))
+
+from _scenarios import PROMPT, history, make_agents, reference_loop_ms  # noqa: E402
+from _server import RedisServer  # noqa: E402
+
+from pyai_caching import LocalStore, RedisStore, cached_agent_run  # noqa: E402
+from pyai_caching.engine import ports  # noqa: E402
+from pyai_caching.engine.keys import CanonicalRequest  # noqa: E402
+from pyai_caching.explain import flush_misses  # noqa: E402
+from pyai_caching.explain.fingerprint import fingerprint  # noqa: E402
+from pyai_caching.stores import Store  # noqa: E402
+
+VARIANTS = ("direct", "off", "on")
+_serial = itertools.count()
+
+
+def _prompt() -> str:
+    return f"{PROMPT} (request {next(_serial)})"
+
+
+async def _batch(call: Callable[[], Awaitable[Any]], n: int, *, flush: bool) -> tuple[float, float]:
+    """Run `call` `n` times: (median wall time of one call, process CPU time per call), in microseconds."""
+    times: list[float] = []
+    cpu_start = time.process_time()
+    for _ in range(n):
+        start = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - start)
+    if flush:
+        await flush_misses()
+    cpu = (time.process_time() - cpu_start) / n
+    return median(times) * 1e6, cpu * 1e6
+
+
+def _calls(store: Store, messages: list[Any]) -> dict[str, Callable[[], Awaitable[Any]]]:
+    agent = make_agents().profile
+    extra: dict[str, Any] = {"message_history": messages} if messages else {}
+
+    async def direct() -> Any:
+        return (await agent.run(_prompt(), **extra)).output
+
+    async def off() -> Any:
+        return await cached_agent_run(agent, _prompt(), "bench", store=store, explain_misses=False, **extra)
+
+    async def on() -> Any:
+        return await cached_agent_run(agent, _prompt(), "bench", store=store, explain_misses=True, **extra)
+
+    return {"direct": direct, "off": off, "on": on}
+
+
+Results = dict[tuple[str, str, str], list[tuple[float, float]]]
+
+
+async def _bench(url: str, local_dir: str, rounds: int, n: int) -> tuple[Results, tuple[float, float]]:
+    stores: dict[str, Store] = {"Redis": RedisStore(url), "LocalStore": LocalStore(local_dir)}
+    scenarios: dict[str, list[Any]] = {"profile agent": [], "20-message conversation": history(20)}
+    results: Results = {}
+    plans = {(s, a): _calls(store, messages) for s, store in stores.items() for a, messages in scenarios.items()}
+    for calls in plans.values():  # warm up: first calls build schemas and connections
+        for variant in VARIANTS:
+            await _batch(calls[variant], 20, flush=variant == "on")
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", file=sys.stderr)
+        order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
+        for (store_name, agent_name), calls in plans.items():
+            for variant in order:
+                figure = await _batch(calls[variant], n, flush=variant == "on")
+                results.setdefault((store_name, agent_name, variant), []).append(figure)
+    breakdown = await _breakdown(stores["LocalStore"])
+    for store in stores.values():
+        await store.close()
+    return results, breakdown
+
+
+async def _breakdown(store: Store, n: int = 2000) -> tuple[float, float]:
+    """Thread CPU time (us) of the fingerprint of one request: the profile agent, and with a 20-message history."""
+    captured: list[CanonicalRequest] = []
+
+    def capture(cache: Any, key: str, canonical: CanonicalRequest, model: str) -> None:
+        captured.append(canonical)
+
+    ports.miss_listeners.append(capture)
+    try:
+        for messages in ([], history(20)):
+            await _calls(store, messages)["off"]()
+    finally:
+        ports.miss_listeners.remove(capture)
+    figures = []
+    for canonical in captured:
+        start = time.thread_time()
+        for _ in range(n):
+            fingerprint(canonical.to_json_obj())
+        figures.append((time.thread_time() - start) / n * 1e6)
+    return figures[0], figures[1]
+
+
+def _table(results: Results) -> str:
+    header = (
+        "store",
+        "agent",
+        "measure",
+        "direct run",
+        "miss, explain off",
+        "miss, explain on",
+        "miss overhead (off - direct)",
+        "cost of explain (on - off)",
+        "share of the overhead",
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    keys = sorted({(s, a) for s, a, _ in results}, key=lambda k: (k[0] != "Redis", k[1]))
+    for store_name, agent_name in keys:
+        for index, measure in ((0, "wall, median call"), (1, "CPU per call, incl. background")):
+            direct, off, on = (median(f[index] for f in results[(store_name, agent_name, v)]) for v in VARIANTS)
+            overhead, cost = off - direct, on - off
+            share = f"{cost / overhead:+.1%}" if overhead > 0 else "n/a"
+            lines.append(
+                f"| {store_name} | {agent_name} | {measure} | {direct:,.0f} us | {off:,.0f} us | {on:,.0f} us | "
+                f"{overhead:,.0f} us | {cost:+,.0f} us | {share} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds (default 9)")
+    parser.add_argument("--calls", type=int, default=200, help="calls per variant and round (default 200)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.calls < 1:
+        parser.error("--rounds and --calls must be at least 1")
+    for name in ("LLM_CACHE_REDIS_URL", "LLM_CACHE_SECRET", "LLM_CACHE_DIR"):
+        os.environ.pop(name, None)
+    with tempfile.TemporaryDirectory(prefix="pyai_caching-bench-explain-") as local_dir, RedisServer() as server:
+        print(f"explain overhead: {args.rounds} rounds of {args.calls} calls per variant", file=sys.stderr)
+        cpu_before = reference_loop_ms()
+        results, (small, large) = asyncio.run(_bench(server.url, local_dir, args.rounds, args.calls))
+        cpu_after = reference_loop_ms()
+    print()
+    print(
+        f"Medians of {args.rounds} interleaved rounds of {args.calls} calls per variant. CPU speed: a 1,000,000-"
+        f"iteration Python loop took {cpu_before:.0f} ms before and {cpu_after:.0f} ms after the run."
+    )
+    print()
+    print(_table(results))
+    print()
+    print(
+        f"Fingerprint of one request (thread CPU, computed in the background): {small:.0f} us for the profile "
+        f"agent, {large:.0f} us with a 20-message history."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
