@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -42,14 +43,16 @@ if str(_HERE.parent) not in sys.path:  # a fresh clone: import the package from 
 from _scenarios import PROMPT, history, make_agents, reference_loop_ms  # noqa: E402
 from _server import RedisServer  # noqa: E402
 
-from pyai_caching import LocalStore, RedisStore, cached_agent_run  # noqa: E402
+from pyai_caching import LocalStore, MemoryStore, RedisStore, ResponseCache, cached_agent_run  # noqa: E402
 from pyai_caching.engine import ports  # noqa: E402
 from pyai_caching.engine.keys import CanonicalRequest  # noqa: E402
-from pyai_caching.explain import flush_misses  # noqa: E402
+from pyai_caching.explain import flush_misses, note_miss  # noqa: E402
 from pyai_caching.explain.fingerprint import fingerprint  # noqa: E402
+from pyai_caching.explain.log import PER_PAGE, miss_key  # noqa: E402
 from pyai_caching.stores import Store  # noqa: E402
 
 VARIANTS = ("direct", "off", "on")
+SCENARIOS: dict[str, list[Any]] = {"profile agent": [], "20-message conversation": history(20)}
 _serial = itertools.count()
 
 
@@ -90,11 +93,10 @@ def _calls(store: Store, messages: list[Any]) -> dict[str, Callable[[], Awaitabl
 Results = dict[tuple[str, str, str], list[tuple[float, float]]]
 
 
-async def _bench(url: str, local_dir: str, rounds: int, n: int) -> tuple[Results, tuple[float, float]]:
+async def _bench(url: str, local_dir: str, rounds: int, n: int) -> tuple[Results, dict[str, float]]:
     stores: dict[str, Store] = {"Redis": RedisStore(url), "LocalStore": LocalStore(local_dir)}
-    scenarios: dict[str, list[Any]] = {"profile agent": [], "20-message conversation": history(20)}
     results: Results = {}
-    plans = {(s, a): _calls(store, messages) for s, store in stores.items() for a, messages in scenarios.items()}
+    plans = {(s, a): _calls(store, messages) for s, store in stores.items() for a, messages in SCENARIOS.items()}
     for calls in plans.values():  # warm up: first calls build schemas and connections
         for variant in VARIANTS:
             await _batch(calls[variant], 20, flush=variant == "on")
@@ -105,14 +107,14 @@ async def _bench(url: str, local_dir: str, rounds: int, n: int) -> tuple[Results
             for variant in order:
                 figure = await _batch(calls[variant], n, flush=variant == "on")
                 results.setdefault((store_name, agent_name, variant), []).append(figure)
-    breakdown = await _breakdown(stores["LocalStore"])
+    breakdown = await _parts(stores)
     for store in stores.values():
         await store.close()
     return results, breakdown
 
 
-async def _breakdown(store: Store, n: int = 2000) -> tuple[float, float]:
-    """Thread CPU time (us) of the fingerprint of one request: the profile agent, and with a 20-message history."""
+async def _capture(store: Store) -> dict[str, CanonicalRequest]:
+    """The canonical request of one miss of each agent (what the miss log fingerprints)."""
     captured: list[CanonicalRequest] = []
 
     def capture(cache: Any, key: str, canonical: CanonicalRequest, model: str) -> None:
@@ -120,17 +122,41 @@ async def _breakdown(store: Store, n: int = 2000) -> tuple[float, float]:
 
     ports.miss_listeners.append(capture)
     try:
-        for messages in ([], history(20)):
+        for messages in SCENARIOS.values():
             await _calls(store, messages)["off"]()
     finally:
         ports.miss_listeners.remove(capture)
-    figures = []
-    for canonical in captured:
+    return dict(zip(SCENARIOS, captured, strict=True))
+
+
+async def _parts(stores: dict[str, Store], n: int = 2000) -> dict[str, float]:
+    """CPU time (us) of each piece of the work, measured alone (thread CPU; process CPU for store writes, which
+    `LocalStore` does in a worker thread)."""
+    canonicals = await _capture(stores["LocalStore"])
+    out: dict[str, float] = {}
+    cache = ResponseCache(store=MemoryStore(), task_name="bench")
+    canonical = canonicals["profile agent"]
+    start = time.thread_time()
+    for i in range(n):  # queueing only: the writer does not run until this loop yields
+        note_miss(cache, f"key {i}", canonical, "function:profile-model")
+    out["queue"] = (time.thread_time() - start) / n * 1e6
+    await flush_misses()
+    for name, canonical in canonicals.items():
         start = time.thread_time()
         for _ in range(n):
             fingerprint(canonical.to_json_obj())
-        figures.append((time.thread_time() - start) / n * 1e6)
-    return figures[0], figures[1]
+        out[f"fingerprint {name}"] = (time.thread_time() - start) / n * 1e6
+    for name, canonical in canonicals.items():
+        item = {"at": time.time(), "key": "k" * 90, "task": "bench", "model": "function:profile-model",
+                "version": None, "fp": fingerprint(canonical.to_json_obj())}  # fmt: skip
+        page = json.dumps({"kind": "misses", "version": 1, "misses": [item] * PER_PAGE}).encode()
+        out[f"page bytes {name}"] = len(page)
+        for store_name, store in stores.items():
+            start = time.process_time()
+            for i in range(n // 4):
+                await store.set(miss_key("bench-pages", i % 32), page, ttl=60)
+            out[f"page write {store_name} {name}"] = (time.process_time() - start) / (n // 4) * 1e6
+    return out
 
 
 def _table(results: Results) -> str:
@@ -159,6 +185,33 @@ def _table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def _parts_table(results: Results, parts: dict[str, float]) -> str:
+    """Each piece of the work, per miss, against the miss's own overhead (CPU, from the first table)."""
+    header = (
+        "store",
+        "agent",
+        "queueing (miss path)",
+        "fingerprint (background)",
+        f"page write / {PER_PAGE} (background)",
+        "total per miss",
+        "miss overhead (CPU)",
+        "share",
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for store_name in ("Redis", "LocalStore"):
+        for agent_name in SCENARIOS:
+            direct, off = (median(f[1] for f in results[(store_name, agent_name, v)]) for v in VARIANTS[:2])
+            queue, fp = parts["queue"], parts[f"fingerprint {agent_name}"]
+            write = parts[f"page write {store_name} {agent_name}"] / PER_PAGE
+            total, overhead = queue + fp + write, off - direct
+            share = f"{total / overhead:.1%}" if overhead > 0 else "n/a"
+            lines.append(
+                f"| {store_name} | {agent_name} | {queue:.1f} us | {fp:.0f} us | {write:.0f} us | {total:.0f} us | "
+                f"{overhead:,.0f} us | {share} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=9, help="rounds (default 9)")
@@ -171,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pyai_caching-bench-explain-") as local_dir, RedisServer() as server:
         print(f"explain overhead: {args.rounds} rounds of {args.calls} calls per variant", file=sys.stderr)
         cpu_before = reference_loop_ms()
-        results, (small, large) = asyncio.run(_bench(server.url, local_dir, args.rounds, args.calls))
+        results, parts = asyncio.run(_bench(server.url, local_dir, args.rounds, args.calls))
         cpu_after = reference_loop_ms()
     print()
     print(
@@ -179,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         f"iteration Python loop took {cpu_before:.0f} ms before and {cpu_after:.0f} ms after the run."
     )
     print()
+    print("A/B: the same misses with explain_misses off and on")
+    print()
     print(_table(results))
     print()
-    print(
-        f"Fingerprint of one request (thread CPU, computed in the background): {small:.0f} us for the profile "
-        f"agent, {large:.0f} us with a 20-message history."
-    )
+    print("The pieces, each measured alone (CPU per miss)")
+    print()
+    print(_parts_table(results, parts))
+    print()
+    sizes = ", ".join(f"{parts[f'page bytes {name}'] / 1024:.1f} KiB ({name})" for name in SCENARIOS)
+    print(f"A full page of {PER_PAGE} misses: {sizes}.")
     return 0
 
 

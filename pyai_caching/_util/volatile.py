@@ -12,31 +12,48 @@ never change a key. Every quantifier is bounded, so a long text is scanned in li
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["KIND_NAMES", "mask", "phrase"]
 
-_MONTH: Final = (
-    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
-    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
-)
-_CLOCK: Final = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
+_MONTHS: Final = (
+    "Jan(?:uary)?", "Feb(?:ruary)?", "Mar(?:ch)?", "Apr(?:il)?", "May", "June?", "July?", "Aug(?:ust)?",
+    "Sep(?:t(?:ember)?)?", "Oct(?:ober)?", "Nov(?:ember)?", "Dec(?:ember)?",
+)  # fmt: skip
+_MONTH: Final = "(?:" + "|".join(_MONTHS) + ")"
+_WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_CLOCK_TAIL: Final = r":\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
 _ZONE: Final = r"(?:\s?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
+_END: Final = r"(?![\w:])"
 
-_VOLATILE: Final = re.compile(
-    "|".join(
+
+def _word_led(words: tuple[str, ...], tail: str) -> re.Pattern[str]:
+    """`words` (each followed by `tail`) at a word start. Every branch starts with a literal letter, so the regex
+    engine skips straight to the letters that can start one (a leading `\b` would make it try every position)."""
+    return re.compile("|".join(f"{w[0]}(?<!\\w{w[0]}){w[1:]}{tail}" for w in words))
+
+
+# Digit-led tokens: the pattern starts with `\d` (then checks the word boundary behind it), for the same reason.
+_DIGIT_LED: Final = re.compile(
+    r"\d(?<!\w\d)(?:"
+    + "|".join(
         (
-            rf"(?P<timestamp>\b\d{{4}}-\d{{2}}-\d{{2}}[T ]{_CLOCK}{_ZONE}(?![\w:]))",
-            r"(?P<uuid>\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b)",
-            r"(?P<date>\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"
-            rf"|\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}\b"
-            rf"|\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}\.?,? \d{{4}}\b)",
-            rf"(?P<time>\b{_CLOCK}(?:\s?[AaPp]\.?[Mm]\.?)?{_ZONE}(?![\w:]))",
-            r"(?P<unix_time>\b1\d{9}(?:\.\d{1,9})?\b|\b1\d{12}\b)",
-            r"(?P<weekday>\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b)",
+            rf"(?P<timestamp>\d{{3}}-\d{{2}}-\d{{2}}[T ]\d{{1,2}}{_CLOCK_TAIL}{_ZONE}{_END})",
+            r"(?P<uuid>[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b)",
+            r"(?P<date>\d{3}-\d{2}-\d{2}\b|\d?[/.]\d{1,2}[/.]\d{2,4}\b"
+            rf"|\d?(?:st|nd|rd|th)? {_MONTH}\.?,? \d{{4}}\b)",
+            rf"(?P<time>\d?{_CLOCK_TAIL}(?:\s?[AaPp]\.?[Mm]\.?)?{_ZONE}{_END})",
+            r"(?P<unix_time>(?<=1)\d{9}(?:\.\d{1,9})?\b|(?<=1)\d{12}\b)",
         )
     )
+    + ")"
 )
+_LETTER_LED_UUID: Final = re.compile(
+    r"[A-Fa-f](?<!\w[A-Fa-f])[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
+)
+_MONTH_LED_DATE: Final = _word_led(_MONTHS, r"\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}\b")
+_WEEKDAY: Final = _word_led(_WEEKDAYS, r"\b")
 
 KIND_NAMES: Final = {
     "timestamp": "a timestamp",
@@ -58,12 +75,23 @@ def mask(text: str) -> tuple[str, tuple[str, ...]]:
         return text, ()
     kinds: set[str] = set()
 
-    def placeholder(match: re.Match[str]) -> str:
+    def by_group(match: re.Match[str]) -> str:
         kind = match.lastgroup or "token"
         kinds.add(kind)
         return f"<{kind}>"
 
-    masked = _VOLATILE.sub(placeholder, text)
+    def named(kind: str) -> Callable[[re.Match[str]], str]:
+        def replace(match: re.Match[str]) -> str:
+            kinds.add(kind)
+            return f"<{kind}>"
+
+        return replace
+
+    masked = _DIGIT_LED.sub(by_group, text)
+    if "-" in masked:
+        masked = _LETTER_LED_UUID.sub(named("uuid"), masked)
+    masked = _MONTH_LED_DATE.sub(named("date"), masked)
+    masked = _WEEKDAY.sub(named("weekday"), masked)
     return masked, tuple(sorted(kinds))
 
 

@@ -60,12 +60,22 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+_known: dict[str, str] = {}
+"""Leaves of texts seen lately, by the text's digest: instructions, tool descriptions and a conversation's earlier
+messages come back with every miss, and need not be scanned for volatile tokens again."""
+_KNOWN_MAX: Final = 4096
+
+
 def text_digest(text: str) -> str:
     """The digest leaf of a text (see the module docstring)."""
-    leaf = "t:" + _hex(_utf8(text))
-    masked, kinds = mask(text)
-    if kinds:
-        leaf += f"~{_hex(_utf8(masked))}:{','.join(kinds)}"
+    plain = "t:" + _hex(_utf8(text))
+    leaf = _known.get(plain)
+    if leaf is None:
+        masked, kinds = mask(text)
+        leaf = f"{plain}~{_hex(_utf8(masked))}:{','.join(kinds)}" if kinds else plain
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[plain] = leaf
     return leaf
 
 
@@ -102,12 +112,13 @@ def volatile_only(old: Any, new: Any) -> tuple[str, ...] | None:
 
 
 def _leaf(value: Any, *, clear: bool = False) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value if abs(value) < 10**15 else value_digest(value)
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value if clear and len(value) <= _MAX_CLEAR else text_digest(value)
+    if value is None or kind is bool:
+        return value
+    if kind is int or kind is float:
+        return value if abs(value) < 10**15 else value_digest(value)
     return value_digest(value)
 
 
@@ -116,7 +127,12 @@ def _fields(obj: dict[str, Any], spec: dict[str, Any] | None = None) -> dict[str
     out: dict[str, Any] = {}
     for name, value in obj.items():
         handler = spec.get(name) if spec else None
-        out[name] = handler(value) if handler is not None else _leaf(value, clear=name in _CLEAR)
+        if handler is not None:
+            out[name] = handler(value)
+        elif type(value) is str:  # the common case, inlined: a label kept in clear, or a text
+            out[name] = value if name in _CLEAR and len(value) <= _MAX_CLEAR else text_digest(value)
+        else:
+            out[name] = _leaf(value)
     return out
 
 
@@ -164,10 +180,17 @@ def _parameters(parameters: Any) -> Any:
     )
 
 
+def _parts(parts: Any) -> Any:
+    return _dicts(parts, _fields)
+
+
+_MESSAGE_SPEC: Final = {"parts": _parts}
+
+
 def _message(message: Any) -> Any:
     if not isinstance(message, dict):
         return _leaf(message)
-    return _fields(message, {"parts": lambda v: _dicts(v, _fields)})
+    return _fields(message, _MESSAGE_SPEC)
 
 
 def _messages(messages: Any) -> Any:
