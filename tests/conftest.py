@@ -45,7 +45,7 @@ def _library_imported() -> None:
     """Import every module of pyai_caching (and the pydantic-ai models the inner projects use) once.
 
     `pytester` removes from `sys.modules` whatever an in-process inner session imported, but not the attributes
-    that the import left on the packages that stay (`pyai_caching._overrides`, and the names `pyai_caching`
+    that the import left on the packages that stay (`pyai_caching.engine.overrides`, and the names `pyai_caching`
     loads lazily). The next inner session would then import fresh copies next to stale ones (`from . import
     _overrides` answers with the stale one) and mix two `ModelResponse` classes. Imported before the first
     snapshot, the library is part of what `pytester` restores, as it is when the whole suite runs.
