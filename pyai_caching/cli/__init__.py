@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from pyai_caching.cli import clear, demo, inspect, spend, stats
+from pyai_caching.cli import clear, demo, inspect_cmd, spend, stats
 from pyai_caching.cli.common import ExitCode, parse_duration, parse_since
 from pyai_caching.cli.root import app, main
 from pyai_caching.cli.spend import By
@@ -60,7 +60,7 @@ __all__ = ["COMMANDS", "By", "ExitCode", "app", "main", "parse_duration", "parse
 COMMANDS: Final[tuple[Callable[..., Any], ...]] = (
     stats.stats,
     spend.spend,
-    inspect.inspect,
+    inspect_cmd.inspect,
     clear.clear,
     demo.demo,
 )
