@@ -36,6 +36,7 @@ from pyai_caching.engine.entries import EntryMeta, ResponseEntry
 from pyai_caching.engine.flight import Fill
 from pyai_caching.engine.identity import UNKEYABLE_MODEL
 from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
+from pyai_caching.engine.pai_compat import current_run_context
 from pyai_caching.exceptions import CacheMissError
 from pyai_caching.types import CacheMode
 
@@ -276,9 +277,8 @@ def _replay(response: ModelResponse, params: ModelRequestParameters) -> Streamed
 
 
 def _run_context() -> RunContext[Any] | None:
-    from pydantic_ai._run_context import get_current_run_context
-
-    return get_current_run_context()
+    context: RunContext[Any] | None = current_run_context()
+    return context
 
 
 def _explain_miss(access: StoreAccess, canonical: CanonicalRequest) -> str | None:

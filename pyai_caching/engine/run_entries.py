@@ -7,7 +7,6 @@ the run did.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,15 @@ from pyai_caching.engine.deps_key import deps_material
 from pyai_caching.engine.entries import EntryMeta, RunEntry
 from pyai_caching.engine.fastpath import learn_template
 from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
-from pyai_caching.engine.pai_compat import AgentShapeError, OutputRecipe, final_projection, output_recipe, output_schema
+from pyai_caching.engine.pai_compat import (
+    AgentShapeError,
+    OutputRecipe,
+    final_projection,
+    output_recipe,
+    output_schema,
+    output_tool_name,
+    run_result,
+)
 
 if TYPE_CHECKING:
     from pyai_caching.engine.context import CallRecord
@@ -36,21 +43,8 @@ def run_extra(salt: str, whole_run: bool, deps: Any, deps_key: Callable[[Any], A
 
 def result_from_entry(entry: RunEntry, output: Any, history: list[Any], agent: Any) -> AgentRunResult[Any]:
     """The result of a whole-run hit: the stored messages, stamped as messages of this run and conversation."""
-    from pydantic_ai._agent_graph import GraphAgentState
-
-    state = GraphAgentState()
-    conversation = next((m.conversation_id for m in reversed(history) if getattr(m, "conversation_id", None)), None)
-    if conversation is not None:
-        state.conversation_id = conversation
-    metadata = getattr(agent, "_metadata", None)
-    state.metadata = metadata if isinstance(metadata, dict) else None
-    stamped = [
-        dataclasses.replace(m, run_id=state.run_id, conversation_id=state.conversation_id) for m in entry.new_messages
-    ]
-    state.message_history = [*history, *stamped]
-    return AgentRunResult(
-        output, _output_tool_name=entry.output_tool_name, _state=state, _new_message_index=len(history)
-    )
+    result: AgentRunResult[Any] = run_result(agent, output, history, entry.new_messages, entry.output_tool_name)
+    return result
 
 
 async def store_run(
@@ -96,7 +90,7 @@ async def store_run(
         ),
         usage=record.usage + record.saved_usage,
         final=final,
-        output_tool_name=getattr(result, "_output_tool_name", None),
+        output_tool_name=output_tool_name(result),
         new_messages=new_messages,
     )
     await cache.access.put_entry(key, entry, record)
