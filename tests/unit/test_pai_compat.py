@@ -12,6 +12,8 @@ from pathlib import Path
 import pydantic_ai
 import pytest
 from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 import pyai_caching
@@ -63,19 +65,22 @@ def test_no_other_module_reads_pydantic_ai_internals() -> None:
     assert not offenders
 
 
+def _echo(tag: str) -> FunctionModel:
+    """A model whose answer shows what it was sent: its own tag, the instructions and the settings."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(f"{tag}|{info.instructions}|{info.model_settings}")])
+
+    return FunctionModel(answer, model_name=tag)
+
+
 @pytest.mark.parametrize("override", ["model", "instructions", "model_settings"])
 async def test_an_override_is_never_answered_by_the_fast_path(override: str) -> None:
-    calls: list[str] = []
-
-    def answer(tag: str) -> TestModel:
-        calls.append(tag)
-        return TestModel(custom_output_text=tag)
-
-    agent = Agent(answer("plain"), instructions="be brief")
+    agent = Agent(_echo("plain"), instructions="be brief")
     store = MemoryStore()
-    assert await cached_agent_run(agent, "q", "t", store=store) == "plain"
+    assert await cached_agent_run(agent, "q", "t", store=store) == (await agent.run("q")).output
     changed = {
-        "model": {"model": answer("other")},
+        "model": {"model": _echo("other")},
         "instructions": {"instructions": "be long"},
         "model_settings": {"model_settings": {"temperature": 0.5}},
     }[override]
