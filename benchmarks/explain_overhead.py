@@ -45,7 +45,7 @@ from _server import RedisServer  # noqa: E402
 
 from pyai_caching import LocalStore, MemoryStore, RedisStore, ResponseCache, cached_agent_run  # noqa: E402
 from pyai_caching.engine import ports  # noqa: E402
-from pyai_caching.engine.keys import CanonicalRequest  # noqa: E402
+from pyai_caching.engine.canonical import CanonicalRequest  # noqa: E402
 from pyai_caching.explain import flush_misses, note_miss  # noqa: E402
 from pyai_caching.explain.fingerprint import fingerprint  # noqa: E402
 from pyai_caching.explain.log import PER_PAGE, miss_key  # noqa: E402

@@ -64,12 +64,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic_ai.embeddings import Embedder, EmbeddingModel
 from redis.exceptions import ResponseError
 
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching._util.redact import redact_url_in_text
 from pyai_caching._util.scrub import scrub_text
 from pyai_caching._util.text import shorten
 from pyai_caching.engine import ports
 from pyai_caching.engine.context import SemanticMatch
-from pyai_caching.engine.keys import KEY_PREFIX, dumps_canonical, entry_key
+from pyai_caching.engine.keys import KeyKind, entry_key, kind_prefix
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import RedisStore, Store
 
@@ -78,9 +79,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry
-    from pyai_caching.engine.keys import CanonicalRequest
     from pyai_caching.engine.ports import CacheView
 
     Vector = npt.NDArray[np.float32]
@@ -505,7 +506,7 @@ class _StreamBackend(_Backend):
         self.store, self.namespace, self.state = store, namespace, state
 
     def _key(self, context: str) -> str:
-        return entry_key(self.namespace, "sem", context)
+        return entry_key(self.namespace, KeyKind.SEMANTIC, context)
 
     async def refresh(self, context: str, dim: int) -> _LocalIndex:
         name = self._key(context)
@@ -571,7 +572,9 @@ class _DocumentBackend(_Backend):
         self.access, self.namespace, self.state, self.record = access, namespace, state, record
 
     def _keys(self, context: str) -> tuple[str, str]:
-        return entry_key(self.namespace, "sem", context), entry_key(self.namespace, "semv", context)
+        return entry_key(self.namespace, KeyKind.SEMANTIC, context), entry_key(
+            self.namespace, KeyKind.SEMANTIC_VECTORS, context
+        )
 
     async def _load(self, context: str, dim: int) -> tuple[list[_Item], list[Vector]]:
         raw = await self.access.get_raw(self._keys(context)[0], self.record)
@@ -680,10 +683,10 @@ class _SearchBackend(_Backend):
             )
 
     def _index_name(self, dim: int) -> str:
-        return f"pyai_caching:{self.namespace}:semidx:{dim}"
+        return f"{kind_prefix(self.namespace, KeyKind.SEMANTIC_INDEX)}{dim}"
 
     def _prefix(self, dim: int) -> str:
-        return f"pyai_caching:{self.namespace}:semh:{dim}:"
+        return f"{kind_prefix(self.namespace, KeyKind.SEMANTIC_HASH)}{dim}:"
 
     async def _ensure_index(self, client: Any, dim: int) -> str:
         name = self._index_name(dim)
@@ -883,7 +886,7 @@ async def _verified_entry(
         if not hmac.compare_digest(expected, item.signature):
             logger.warning("semantic index item for %s has a bad signature; ignored", item.key)
             return None
-    if not item.key.startswith(f"{KEY_PREFIX}{namespace}:r:{{"):
+    if not item.key.startswith(kind_prefix(namespace, KeyKind.REQUEST) + "{"):
         return None
     entry = await access.get_response(item.key, record)
     if entry is None or entry.request is None:

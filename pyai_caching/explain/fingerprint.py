@@ -1,6 +1,6 @@
 """The fingerprint of a request: its key's ingredients, each reduced to a digest. Pure: no I/O.
 
-A fingerprint keeps the shape of the canonical request (`pyai_caching.engine.keys.CanonicalRequest`): the model,
+A fingerprint keeps the shape of the canonical request (`pyai_caching.engine.canonical.CanonicalRequest`): the model,
 each setting, each tool (by name), the output definitions, the instructions and each part of each message. It
 keeps in clear only what names an ingredient or is a small number: the model's class, provider and name, setting
 names and their numeric or boolean values, tool names, part and message kinds, tool call ids (already renumbered
@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Final
 
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching._util.volatile import mask
-from pyai_caching.engine.keys import dumps_canonical
 
 __all__ = [
     "FINGERPRINT_VERSION",

@@ -5,7 +5,7 @@ capability registers it). It only queues the miss: the fingerprint (`pyai_cachin
 computed and written by one background task per event loop, which waits up to `LINGER` seconds (or until a page
 is full) so that a burst of misses costs one write per page, not one per miss.
 
-Layout, under the namespace's prefix (`pyai_caching.engine.keys.entry_key`)::
+Layout, under the namespace's prefix (`pyai_caching.engine.keys.entry_key`, kind `KeyKind.MISSES`)::
 
     pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{1f}
 
@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyai_caching.engine.sync  # noqa: F401  (its exit handler must be registered before ours, so ours runs first)
 from pyai_caching.engine import overrides
-from pyai_caching.engine.keys import KEY_PREFIX, entry_key, namespace_prefix
+from pyai_caching.engine.keys import KEY_PREFIX, KeyKind, entry_key, kind_prefix, validate_namespace
 from pyai_caching.explain.fingerprint import FINGERPRINT_VERSION, fingerprint, value_digest
 
 if TYPE_CHECKING:
     from pyai_caching.engine.access import StoreAccess
-    from pyai_caching.engine.keys import CanonicalRequest
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.ports import CacheView
 
 __all__ = [
@@ -69,7 +69,7 @@ __all__ = [
 
 logger = logging.getLogger("pyai_caching")
 
-MISS_KIND: Final = "miss"
+MISS_KIND: Final = KeyKind.MISSES
 """The kind segment of miss-log keys."""
 PAGES: Final = 32
 """Keys of the miss log per namespace."""
@@ -91,12 +91,12 @@ RECORD_VERSION: Final = 1
 
 def miss_key(namespace: str, page: int) -> str:
     """The store key of one page of a namespace's miss log."""
-    return entry_key(namespace, MISS_KIND, f"{page:02x}")
+    return entry_key(namespace, KeyKind.MISSES, f"{page:02x}")
 
 
 def miss_prefix(namespace: str | None = None) -> str:
     """The key prefix of a namespace's miss log (`None`: the prefix of every key of this library, to scan)."""
-    return f"{namespace_prefix(namespace)}{MISS_KIND}:" if namespace is not None else KEY_PREFIX
+    return kind_prefix(validate_namespace(namespace), KeyKind.MISSES) if namespace is not None else KEY_PREFIX
 
 
 @dataclass(slots=True)

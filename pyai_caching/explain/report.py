@@ -21,7 +21,7 @@ from pyai_caching._util.escape import escape_text
 from pyai_caching._util.explain import MISSING, differences, nearest, where
 from pyai_caching._util.volatile import phrase
 from pyai_caching.engine.entries import EntryDecodeError, decode_response_entry
-from pyai_caching.engine.keys import KEY_PREFIX, namespace_prefix, validate_namespace
+from pyai_caching.engine.keys import KEY_PREFIX, KeyKind, kind_prefix, validate_namespace
 from pyai_caching.explain.fingerprint import fingerprint, is_digest, volatile_only
 from pyai_caching.explain.log import MISS_KIND, PAGES, RECORD_VERSION, miss_key
 from pyai_caching.stores import Store
@@ -55,7 +55,9 @@ Verdict = Literal["volatile_token", "changed", "same_ingredients", "no_other_ent
 _MISS_KEY_RE: Final = re.compile(
     "^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):" + MISS_KIND + r":\{(?P<page>[0-9a-f]{2})\}$"
 )
-_ENTRY_KEY_RE: Final = re.compile("^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):r:\{[0-9a-f]{64}\}$")
+_ENTRY_KEY_RE: Final = re.compile(
+    "^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):" + KeyKind.REQUEST + r":\{[0-9a-f]{64}\}$"
+)
 _BATCH: Final = 64
 _SHORTLIST: Final = 8
 _MAX_DIFFERENCES: Final = 12
@@ -194,7 +196,7 @@ async def _candidates(store: Store, namespaces: set[str], limit: int) -> tuple[d
     keys: list[tuple[str, str]] = []
     truncated = False
     for namespace in sorted(namespaces):
-        async for key in store.scan(f"{namespace_prefix(namespace)}r:"):
+        async for key in store.scan(kind_prefix(namespace, KeyKind.REQUEST)):
             match = _ENTRY_KEY_RE.match(key)
             if match is None or match["namespace"] != namespace:
                 continue
