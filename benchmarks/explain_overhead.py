@@ -17,8 +17,10 @@ Two measures per variant:
   the number of calls; for `explain_misses=True` the batch ends with `await flush_misses()`, so the fingerprints
   and page writes done in the background are counted too.
 
-The table shows medians over the rounds. On a shared machine single figures move a lot; the ratios of one run are
-what hold.
+The table shows medians over the rounds; the overhead and the cost are medians of the differences within each
+round (the variants of a round run back to back, so a burst of load on the machine hits them alike). On a shared
+machine single figures move a lot. A second table measures each piece of the work alone (queueing, fingerprint,
+page write), which is precise where the difference of two noisy figures is not.
 """
 
 from __future__ import annotations
@@ -175,8 +177,11 @@ def _table(results: Results) -> str:
     keys = sorted({(s, a) for s, a, _ in results}, key=lambda k: (k[0] != "Redis", k[1]))
     for store_name, agent_name in keys:
         for index, measure in ((0, "wall, median call"), (1, "CPU per call, incl. background")):
-            direct, off, on = (median(f[index] for f in results[(store_name, agent_name, v)]) for v in VARIANTS)
-            overhead, cost = off - direct, on - off
+            rounds = [results[(store_name, agent_name, v)] for v in VARIANTS]
+            direct, off, on = (median(f[index] for f in figures) for figures in rounds)
+            # Differences within each round (the variants of one round ran back to back), then their medians.
+            overhead = median(o[index] - d[index] for d, o in zip(rounds[0], rounds[1], strict=True))
+            cost = median(n[index] - o[index] for o, n in zip(rounds[1], rounds[2], strict=True))
             share = f"{cost / overhead:+.1%}" if overhead > 0 else "n/a"
             lines.append(
                 f"| {store_name} | {agent_name} | {measure} | {direct:,.0f} us | {off:,.0f} us | {on:,.0f} us | "
@@ -200,10 +205,11 @@ def _parts_table(results: Results, parts: dict[str, float]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for store_name in ("Redis", "LocalStore"):
         for agent_name in SCENARIOS:
-            direct, off = (median(f[1] for f in results[(store_name, agent_name, v)]) for v in VARIANTS[:2])
+            direct_rounds, off_rounds = (results[(store_name, agent_name, v)] for v in VARIANTS[:2])
+            overhead = median(o[1] - d[1] for d, o in zip(direct_rounds, off_rounds, strict=True))
             queue, fp = parts["queue"], parts[f"fingerprint {agent_name}"]
             write = parts[f"page write {store_name} {agent_name}"] / PER_PAGE
-            total, overhead = queue + fp + write, off - direct
+            total = queue + fp + write
             share = f"{total / overhead:.1%}" if overhead > 0 else "n/a"
             lines.append(
                 f"| {store_name} | {agent_name} | {queue:.1f} us | {fp:.0f} us | {write:.0f} us | {total:.0f} us | "
@@ -214,8 +220,8 @@ def _parts_table(results: Results, parts: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=9, help="rounds (default 9)")
-    parser.add_argument("--calls", type=int, default=200, help="calls per variant and round (default 200)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds (default 15)")
+    parser.add_argument("--calls", type=int, default=100, help="calls per variant and round (default 100)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
