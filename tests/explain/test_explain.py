@@ -381,3 +381,25 @@ async def test_terminal_output_is_escaped(backend: Backend) -> None:
     text = render_report(await miss_report(backend.store))
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", text)
     assert "evil\\x1b]0;owned\\x07\\x9b2J\\u202e" in text
+
+
+async def test_a_new_cache_version_is_named(backend: Backend) -> None:
+    counter = Counter(payload="ok")
+    agent = text_agent(counter)
+    for version in (None, "tools-2"):
+        await cached_agent_run(agent, "Same prompt", "versions", store=backend.store, cache_version=version)
+    latest = (await report(backend.store))["misses"][0]
+    assert latest["verdict"] == "same_ingredients"
+    assert latest["differences"] == []
+    assert "the key differs by cache_version" in latest["summary"]
+
+
+async def test_another_model_shows_both_names(backend: Backend) -> None:
+    counter = Counter(payload="ok")
+    for name in ("model-a", "model-b"):
+        agent = Agent(FunctionModel(counter, model_name=name))
+        await cached_agent_run(agent, "Which model?", "models", store=backend.store)
+    differences = (await report(backend.store))["misses"][0]["differences"]
+    named = {d["ingredient"]: (d["before"], d["after"]) for d in differences}
+    assert named["model name"] == ("model-a", "model-b")
+    assert named["model config"] == (None, None)  # the model's own attributes: a digest, not shown
