@@ -63,6 +63,7 @@ _SHORTLIST: Final = 8
 _MAX_DIFFERENCES: Final = 12
 _MAX_TEXT: Final = 200
 _MAX_TIME: Final = 253402300799.0
+_MAX_DEPTH: Final = 32
 
 
 # --- what was recorded ------------------------------------------------------------------------------------------
@@ -101,6 +102,8 @@ def _miss(namespace: str, item: Any) -> Miss | None:
         return None
     if not isinstance(key, str) or not isinstance(fp, dict) or not isinstance(fp.get("header"), dict):
         return None
+    if _deeper_than(fp, _MAX_DEPTH):  # a fingerprint is a few levels deep: this one was planted
+        return None
     return Miss(
         at=float(at),
         namespace=namespace,
@@ -110,6 +113,20 @@ def _miss(namespace: str, item: Any) -> Miss | None:
         versioned=bool(item.get("version")),
         fingerprint=fp,
     )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts deeper than `limit` (iterative: no recursion on planted data)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def _page(namespace: str, raw: object) -> list[Miss]:

@@ -362,6 +362,10 @@ async def test_planted_pages_are_ignored(backend: Backend) -> None:
         b'{"kind": "misses", "version": 99, "misses": []}',
         b"[" * 100_000,
         json.dumps({"kind": "misses", "version": 1, "misses": [{"at": 7, "key": "k", "fp": {"header": {}}}]}).encode(),
+        b'{"kind": "misses", "version": 1, "misses": [{"at": 8, "key": "k", "fp": {"header": {"x": '
+        + b"[" * 500
+        + b"]" * 500
+        + b"}}}]}",
     ]
     real = {key async for key in backend.store.scan(miss_prefix("default"))}
     free = [k for k in (f"pyai_caching:default:miss:{{{i:02x}}}" for i in range(PAGES)) if k not in real]
