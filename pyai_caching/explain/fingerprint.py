@@ -20,6 +20,7 @@ this one function, so they can be compared leaf by leaf with `pyai_caching._util
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Final
 
 from pyai_caching._util.canonical_json import dumps_canonical
@@ -27,7 +28,9 @@ from pyai_caching._util.volatile import mask
 
 __all__ = [
     "FINGERPRINT_VERSION",
+    "Memo",
     "fingerprint",
+    "fingerprint_json",
     "is_digest",
     "text_digest",
     "value_digest",
@@ -193,34 +196,83 @@ def _message(message: Any) -> Any:
     return _fields(message, _MESSAGE_SPEC)
 
 
-def _messages(messages: Any) -> Any:
-    if not isinstance(messages, list):
-        return _leaf(messages)
-    if len(messages) <= _HEAD_MESSAGES + _TAIL_MESSAGES:
-        return [_message(m) for m in messages]
-    middle = messages[_HEAD_MESSAGES:-_TAIL_MESSAGES]
-    return [
-        *(_message(m) for m in messages[:_HEAD_MESSAGES]),
-        {"kind": "collapsed", "count": len(middle), "digest": value_digest(middle)},
-        *(_message(m) for m in messages[-_TAIL_MESSAGES:]),
-    ]
+def _header(header: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(header, dict):
+        for name, value in header.items():
+            if name == "model":
+                out["model"] = _model(value)
+            elif name == "settings":
+                out["settings"] = _settings(value)
+            elif name == "parameters":
+                out["parameters"] = _parameters(value)
+            else:
+                out[name] = _leaf(value)
+    elif header is not None:
+        out["value"] = _leaf(header)
+    return out
+
+
+class Memo:
+    """The previous request fingerprinted, to reuse what the next one repeats (see `fingerprint_json`).
+
+    Misses of one agent repeat its header (model, settings, tools, instructions), and the turns of a conversation
+    repeat its earlier messages: parts equal (`==`) to the previous request's reuse their fingerprint and its JSON.
+    Python's equality holds `1 == 1.0 == True`: a header differing only so would reuse the other's fingerprint, and
+    an explanation would then find no difference. A key is never affected; only the explanation of that rare miss.
+    """
+
+    __slots__ = ("header", "header_json", "message_fps", "message_jsons", "messages")
+
+    def __init__(self) -> None:
+        self.header: Any = None
+        self.header_json: str | None = None
+        self.messages: list[Any] = []
+        self.message_fps: list[Any] = []
+        self.message_jsons: list[str] = []
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def _collapsed(fps: list[Any]) -> dict[str, Any]:
+    middle = fps[_HEAD_MESSAGES:-_TAIL_MESSAGES]
+    return {"kind": "collapsed", "count": len(middle), "digest": value_digest(middle)}
 
 
 def fingerprint(request: dict[str, Any]) -> dict[str, Any]:
     """The fingerprint of a canonical request given as JSON (`CanonicalRequest.to_json_obj()`, or an entry's
     `request`). Anything of an unexpected shape becomes a digest; this never raises for JSON data."""
-    header = request.get("header")
-    out_header: dict[str, Any] = {}
-    if isinstance(header, dict):
-        for name, value in header.items():
-            if name == "model":
-                out_header["model"] = _model(value)
-            elif name == "settings":
-                out_header["settings"] = _settings(value)
-            elif name == "parameters":
-                out_header["parameters"] = _parameters(value)
-            elif isinstance(name, str):
-                out_header[name] = _leaf(value)
-    elif header is not None:
-        out_header["value"] = _leaf(header)
-    return {"header": out_header, "messages": _messages(request.get("messages", []))}
+    header, messages = _header(request.get("header")), request.get("messages", [])
+    if not isinstance(messages, list):
+        return {"header": header, "messages": _leaf(messages)}
+    fps = [_message(m) for m in messages]
+    if len(fps) > _HEAD_MESSAGES + _TAIL_MESSAGES:
+        fps = [*fps[:_HEAD_MESSAGES], _collapsed(fps), *fps[-_TAIL_MESSAGES:]]
+    return {"header": header, "messages": fps}
+
+
+def fingerprint_json(request: dict[str, Any], memo: Memo) -> str:
+    """`fingerprint(request)` as compact JSON, reusing what `memo` holds of the previous request (and updating it)."""
+    header, messages = request.get("header"), request.get("messages", [])
+    if memo.header_json is None or header != memo.header:
+        memo.header, memo.header_json = header, _dump(_header(header))
+    head = '{"header":' + memo.header_json + ',"messages":'
+    if not isinstance(messages, list):
+        return head + _dump(_leaf(messages)) + "}"
+    fps: list[Any] = []
+    jsons: list[str] = []
+    earlier = memo.messages
+    for i, message in enumerate(messages):
+        if i < len(earlier) and message == earlier[i]:
+            fps.append(memo.message_fps[i])
+            jsons.append(memo.message_jsons[i])
+        else:
+            fp = _message(message)
+            fps.append(fp)
+            jsons.append(_dump(fp))
+    memo.messages, memo.message_fps, memo.message_jsons = messages, fps, jsons
+    if len(fps) > _HEAD_MESSAGES + _TAIL_MESSAGES:
+        jsons = [*jsons[:_HEAD_MESSAGES], _dump(_collapsed(fps)), *jsons[-_TAIL_MESSAGES:]]
+    return head + "[" + ",".join(jsons) + "]}"

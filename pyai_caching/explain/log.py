@@ -41,12 +41,12 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pyai_caching.engine.sync  # noqa: F401  (its exit handler must be registered before ours, so ours runs first)
 from pyai_caching.engine import overrides
 from pyai_caching.engine.keys import KEY_PREFIX, KeyKind, entry_key, kind_prefix, validate_namespace
-from pyai_caching.explain.fingerprint import FINGERPRINT_VERSION, fingerprint, value_digest
+from pyai_caching.explain.fingerprint import FINGERPRINT_VERSION, Memo, fingerprint_json, value_digest
 
 if TYPE_CHECKING:
     from pyai_caching.engine.access import StoreAccess
@@ -112,28 +112,35 @@ class _Noted:
     salt: str
     canonical: CanonicalRequest
 
-    def item(self) -> dict[str, Any]:
-        return {
+    def encoded(self, memo: Memo) -> bytes:
+        """The miss as it is stored: its fingerprint (computed here, off the miss path) in JSON."""
+        head = {
             "at": round(self.at, 3),
             "key": self.key,
             "task": self.task,
             "model": self.model,
             "version": value_digest(self.salt) if self.salt else None,
-            "fp": fingerprint(self.canonical.to_json_obj()),
         }
+        fp = fingerprint_json(self.canonical.to_json_obj(), memo)
+        return (json.dumps(head, separators=(",", ":"))[:-1] + ',"fp":' + fp + "}").encode()
 
 
 @dataclass(slots=True)
 class _Ring:
-    """Where this process writes next in one namespace's log."""
+    """Where this process writes next in one namespace's log: the page, and the misses already on it."""
 
     page: int
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[bytes] = field(default_factory=list)
 
 
-def _encode(items: list[dict[str, Any]]) -> bytes:
-    page = {"format": "pyai_caching", "kind": "misses", "version": RECORD_VERSION, "fp": FINGERPRINT_VERSION}
-    return json.dumps({**page, "misses": items}, separators=(",", ":"), allow_nan=False).encode()
+_PAGE_HEAD: Final = (
+    f'{{"format":"pyai_caching","kind":"misses","version":{RECORD_VERSION},"fp":{FINGERPRINT_VERSION},"misses":['
+).encode()
+
+
+def _encode(items: list[bytes]) -> bytes:
+    """A page: each miss is encoded once, when it is written first, however often its page is written again."""
+    return _PAGE_HEAD + b",".join(items) + b"]}"
 
 
 class _LoopLog:
@@ -146,6 +153,10 @@ class _LoopLog:
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self.rings: OrderedDict[tuple[int, str], _Ring] = OrderedDict()
+        self.memo = Memo()
+        self.flushing = 0
+        self.held = False
+        """The last write found no full page to write (misses of several namespaces): wait for the linger."""
 
     def add(self, noted: _Noted) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -162,12 +173,16 @@ class _LoopLog:
     async def _run(self) -> None:
         try:
             while self.pending:
-                if len(self.pending) < PER_PAGE:
+                lingered = False
+                if (len(self.pending) < PER_PAGE or self.held) and not self.flushing:
                     self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         async with asyncio.timeout(LINGER):
                             await self.wake.wait()
-                await self.write()
+                    except TimeoutError:
+                        lingered = True
+                # Full pages as soon as they are full; a page that is not full once no more misses came for LINGER.
+                self.held = await self.write(partial=lingered or self.flushing > 0) == 0
         except asyncio.CancelledError:
             # The event loop is shutting down (asyncio.run and asyncio.Runner cancel every task): write what is
             # queued, then stop.
@@ -179,7 +194,7 @@ class _LoopLog:
     async def write_or_report(self) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(WRITE_TIMEOUT):
-                await self.write()
+                await self.write(partial=True)
         self.report_lost()
 
     def report_lost(self) -> None:
@@ -191,8 +206,8 @@ class _LoopLog:
             )
             self.pending.clear()
 
-    async def write(self) -> int:
-        """Write every queued miss; return how many were queued."""
+    async def write(self, *, partial: bool) -> int:
+        """Write the queued misses (`partial=False`: only those that fill pages); return how many were taken."""
         async with self.lock:
             batch = list(self.pending)
             if not batch:
@@ -203,12 +218,26 @@ class _LoopLog:
             groups: dict[tuple[int, str], list[_Noted]] = {}
             for noted in batch:
                 groups.setdefault((id(noted.access.store), noted.namespace), []).append(noted)
+            taken: set[int] = set()
             for (store_id, namespace), misses in groups.items():
                 ring = self._ring(store_id, namespace)
-                await _write_ring(ring, misses[0].access, namespace, [m.item() for m in misses[-MAX_MISSES:]])
-            for _ in batch:
-                self.pending.popleft()
-            return len(batch)
+                if not partial:
+                    room = PER_PAGE - len(ring.items)
+                    if len(misses) < room:
+                        continue
+                    misses = misses[: room + (len(misses) - room) // PER_PAGE * PER_PAGE]
+                taken.update(id(m) for m in misses)
+                try:
+                    items = [m.encoded(self.memo) for m in misses[-MAX_MISSES:]]  # older ones: beyond the cap
+                except Exception:  # a bug here must not stop the writer (nor reach whoever flushes)
+                    self.memo = Memo()
+                    logger.warning("could not fingerprint %d cache misses; they are not recorded", len(misses),
+                                   exc_info=True)  # fmt: skip
+                    continue
+                await _write_ring(ring, misses[0].access, namespace, items)
+            if taken:
+                self.pending = deque(n for n in self.pending if id(n) not in taken)
+            return len(taken)
 
     def _ring(self, store_id: int, namespace: str) -> _Ring:
         ring = self.rings.get((store_id, namespace))
@@ -221,15 +250,19 @@ class _LoopLog:
         return ring
 
     async def flush(self) -> int:
-        written = await self.write()
-        task = self.task
-        if task is not None and task is not asyncio.current_task():
-            self.wake.set()  # the writer finds nothing queued and ends
-            await asyncio.wait([task])
+        self.flushing += 1
+        try:
+            written = await self.write(partial=True)
+            task = self.task
+            if task is not None and task is not asyncio.current_task():
+                self.wake.set()  # the writer writes what came meanwhile, finds nothing more queued, and ends
+                await asyncio.wait([task])
+        finally:
+            self.flushing -= 1
         return written
 
 
-async def _write_ring(ring: _Ring, access: StoreAccess, namespace: str, items: list[dict[str, Any]]) -> None:
+async def _write_ring(ring: _Ring, access: StoreAccess, namespace: str, items: list[bytes]) -> None:
     """Append `items` to the ring's current page, moving to the next page each time one is full."""
     page, current = ring.page, list(ring.items)
     for item in items:
@@ -246,7 +279,7 @@ async def _write_ring(ring: _Ring, access: StoreAccess, namespace: str, items: l
 _failed_stores: set[str] = set()
 
 
-async def _put(access: StoreAccess, key: str, items: list[dict[str, Any]]) -> None:
+async def _put(access: StoreAccess, key: str, items: list[bytes]) -> None:
     store = access.store
     if access.store_down():  # the engine reports the outage; nothing to add
         return
