@@ -18,7 +18,8 @@ before it is the oldest (the record is a sample of recent misses, not an audit l
 When is a miss not recorded?
 
 * a cache call under a test cassette (`pyai_caching.pytest_plugin`), or with `explain_misses=False`;
-* while the store is failing (the engine reports the outage; the miss log only logs at DEBUG level);
+* while the store is failing (the engine reports the outage; the miss log logs its first failed write per store
+  at INFO level, the others at DEBUG);
 * more than `MAX_PENDING` misses waiting in one event loop: the oldest are dropped (they would be beyond the cap);
 * on shutdown: `asyncio.run` and `asyncio.Runner` cancel the writer, which then writes what is queued before it
   stops (within `WRITE_TIMEOUT`); the background loop of `cached_agent_run_sync` is flushed at interpreter exit.
