@@ -26,7 +26,8 @@ Stored form (JSON, kept small: deltas, never snapshots):
 ]}
 ```
 
-`gap` is the seconds the model took for the event (the time the run held the previous one is not counted).
+`gap` is the seconds the model took for the event (the time the run held the previous one is not counted; the
+first event's counts from when the request was sent).
 
 Consistency, checked twice: when recording, the stored events must rebuild exactly the stored response's parts
 (otherwise no events are stored and a hit replays the response as one chunk, as before events were recorded);
@@ -155,8 +156,11 @@ class StreamRecorder:
 
     async def _record(self, events: AsyncIterator[ModelResponseStreamEvent]) -> AsyncIterator[ModelResponseStreamEvent]:
         record = self._events.append
+        # The first event's gap counts from when the request was sent (pydantic-ai notes it on the stream of the
+        # model that sends it): the time to the first event is mostly spent opening the stream.
+        sent = self._stream._request_start_ns
+        started = time.perf_counter() if sent is None else sent / 1e9
         while True:
-            started = time.perf_counter()
             try:
                 event = await anext(events)
             except StopAsyncIteration:
@@ -164,6 +168,7 @@ class StreamRecorder:
                 return
             record((time.perf_counter() - started, _pristine(event)))
             yield event
+            started = time.perf_counter()
 
     def finish(self, response: ModelResponse, params: ModelRequestParameters) -> dict[str, Any] | None:
         """The recorded events in their stored form, or `None` when there is nothing faithful to store.
