@@ -56,6 +56,7 @@ import anyio
 from ._access import Outcome, StoreAccess
 from ._context import CallRecord
 from ._serialization import EntryDecodeError, EntryEncodeError, ResponseEntry, decode_response_entry, encode_entry
+from ._stream_replay import without_stream
 from .exceptions import ConfigurationError
 from .stores import LockingStore, Store
 from .stores._lag import wait_responsive
@@ -205,6 +206,9 @@ class Fill:
         """
         try:
             raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+            if entry.stream is not None and not self._access.fits(len(raw)):
+                # The recorded stream events made it too large: keep the response (a streamed hit gets one chunk).
+                raw = encode_entry(without_stream(entry), secret=self._access.secret, key=self._key)
         except EntryEncodeError as e:  # the waiters call the model themselves; the caller keeps its answer
             logger.warning("not caching %s: %s", self._key, e)
             await self._finish(None)

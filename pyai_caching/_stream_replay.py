@@ -70,6 +70,7 @@ from pydantic_ai.models import CompletedStreamedResponse, ModelRequestParameters
 from pydantic_ai.usage import RequestUsage
 from pydantic_core import to_json
 
+from ._serialization import ResponseEntry
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "drop_scrubbed_stream",
     "hit_stream",
     "recorded_events",
+    "without_stream",
 ]
 
 logger = logging.getLogger("pyai_caching")
@@ -369,6 +371,11 @@ def hit_stream(
     return ReplayedStreamedResponse(
         response, events, model_request_parameters=params, pace=pace, special_tokens=_special_tokens(stored)
     )
+
+
+def without_stream(entry: ResponseEntry) -> ResponseEntry:
+    """`entry` without its recorded events (version 1): for an entry they would make too large to store."""
+    return replace(entry, stream=None, version=1)
 
 
 # --- scrubbing ------------------------------------------------------------------------------------------------

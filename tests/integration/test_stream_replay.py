@@ -136,6 +136,27 @@ async def test_a_non_streamed_miss_stores_a_version_1_entry_without_events() -> 
     assert "stream" not in entry, "entries without events read the same in earlier releases"
 
 
+async def test_events_that_would_make_the_entry_too_large_are_left_out() -> None:
+    words = tuple(f"word{i} " for i in range(200))
+    sized = MemoryStore()
+    await deltas(Chunks(chunks=words), ResponseCache(store=sized))
+    _, entry = await Raw(sized).entry()
+    with_events = len(json.dumps(entry))
+    del entry["stream"]
+    without = len(json.dumps(entry))
+    assert without < with_events // 2
+
+    store = MemoryStore()
+    model = Chunks(chunks=words)
+    limit = (with_events + without) // 2
+    assert await deltas(model, ResponseCache(store=store, max_entry_bytes=limit)) == list(words)
+    _, entry = await Raw(store).entry()
+    assert entry["version"] == 1
+    assert "stream" not in entry
+    assert await deltas(model, ResponseCache(store=store, max_entry_bytes=limit)) == ["".join(words)]
+    assert model.calls == 1
+
+
 # --- entries without usable events: one chunk, the right output -------------------------------------------------
 
 
