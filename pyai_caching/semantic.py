@@ -776,7 +776,7 @@ async def _backend(config: SemanticCache, access: StoreAccess, namespace: str, r
     if config.index == "auto":
         # quiet: a store that cannot answer this is reported, and the stream backend's own operations then fail
         # open (or raise) as `on_cache_error` says
-        _, search = await access._guard("semantic probe", _has_vector_search(store, state), record, quiet=True)
+        _, search = await access.guard("semantic probe", _has_vector_search(store, state), record, quiet=True)
         if search:
             return _SearchBackend(store, namespace, state)
     return _StreamBackend(store, namespace, state)
@@ -785,7 +785,7 @@ async def _backend(config: SemanticCache, access: StoreAccess, namespace: str, r
 async def _guarded(
     access: StoreAccess, operation: str, awaitable: Awaitable[Any], record: CallRecord | None
 ) -> tuple[bool, Any]:
-    result: tuple[bool, Any] = await access._guard(operation, awaitable, record)
+    result: tuple[bool, Any] = await access.guard(operation, awaitable, record)
     return result
 
 

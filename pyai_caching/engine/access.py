@@ -272,26 +272,24 @@ class StoreAccess:
         """Whether operations on the store are being skipped (it failed repeatedly a moment ago)."""
         return _is_down(self.store)
 
-    async def _guard(
+    async def guard(
         self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
     ) -> tuple[bool, T | None]:
         """Run one store operation under the timeout and error policy: `(worked, result)`.
 
         `quiet` operations (lock releases, clean-ups) never raise, whatever `on_cache_error` says.
         """
-        outcome, result = await self._attempt(operation, awaitable, record, quiet=quiet)
+        outcome, result = await self.attempt(operation, awaitable, record, quiet=quiet)
         return outcome is Outcome.OK, result
 
-    async def _attempt(
+    async def attempt(
         self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
     ) -> tuple[Outcome, T | None]:
-        """`_guard`, telling how a failure failed (see `Outcome`)."""
+        """`guard`, telling how a failure failed (see `Outcome`)."""
         raising = self.on_cache_error == "raise" and not quiet
         if not raising and _skip(self.store):
             if isinstance(awaitable, Coroutine):
                 awaitable.close()
-            if record is not None:
-                record.cache_errors += 1
             ports.observer().cache_error(operation, StoreSkipped(), record)
             _announce_skipping(self.store, operation)
             return Outcome.SKIPPED, None
@@ -329,8 +327,6 @@ class StoreAccess:
         if isinstance(error, EntryTooLargeError):
             self._too_large(operation, error, record)
             return Outcome.BAD_ENTRY, None
-        if record is not None:
-            record.cache_errors += 1
         ports.observer().cache_error(operation, error, record)
         unreachable = isinstance(error, _UNAVAILABLE) and not isinstance(error, SlowTransferError)
         if isinstance(error, SlowTransferError):
@@ -365,7 +361,7 @@ class StoreAccess:
 
     async def read_raw(self, key: str, record: CallRecord | None = None) -> tuple[Outcome, bytes | None]:
         """One read of `key` (not shared with other readers): how it went, and the bytes (`None`: a miss)."""
-        outcome, raw = await self._attempt("get", self.store.get(key), record)
+        outcome, raw = await self.attempt("get", self.store.get(key), record)
         if raw is not None and self._limit is not None and len(raw) > self._limit:
             self._too_large("get", EntryTooLargeError(key, len(raw), self._limit), record)
             return Outcome.BAD_ENTRY, None
@@ -397,12 +393,12 @@ class StoreAccess:
         if self._limit is not None and len(value) > self._limit:
             self._too_large("set", EntryTooLargeError(key, len(value), self._limit), record)
             return False
-        ok, _ = await self._guard("set", self.store.set(key, value, ttl=self.ttl), record)
+        ok, _ = await self.guard("set", self.store.set(key, value, ttl=self.ttl), record)
         return ok
 
     async def delete(self, key: str, record: CallRecord | None = None) -> bool:
         """Delete one entry; never raises (a clean-up that fails is only reported)."""
-        ok, existed = await self._guard("delete", self.store.delete(key), record, quiet=True)
+        ok, existed = await self.guard("delete", self.store.delete(key), record, quiet=True)
         return ok and bool(existed)
 
     async def get_response(self, key: str, record: CallRecord | None = None) -> ResponseEntry | None:

@@ -55,8 +55,6 @@ class CallRecord:
     """Attempts made at the requests sent, retries included (equal to `misses` when nothing was retried)."""
     retry_wait: float = 0.0
     """Seconds spent waiting between retries of rate-limited or failed requests."""
-    cache_errors: int = 0
-    """Cache operations that failed during the call (the call went on without the cache)."""
     first_request: CanonicalRequest | None = None
     """The canonical form of the run's first model request (for the run-level fast path)."""
     run_level_hit: bool = False
