@@ -151,25 +151,31 @@ class Counters(Protocol):
 RESERVE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = string.format('%d', now)
 local n = (#KEYS - 1) / 3
 local amounts = {}
 for i = 1, n do
   local use, held = KEYS[3 * i - 1], KEYS[3 * i]
   local a = 2 + 6 * (i - 1)
-  local ended = redis.call('ZRANGEBYSCORE', held, '-inf', now)
+  local ended = redis.call('ZRANGEBYSCORE', held, '-inf', now_text)
   if #ended > 0 then
     local back = 0
     for _, member in ipairs(ended) do back = back + tonumber(string.match(member, ':(%d+)$')) end
-    redis.call('HINCRBY', use, 'reserved', -back)
+    redis.call('HINCRBY', use, 'reserved', string.format('%d', -back))
     redis.call('HINCRBY', use, 'in_flight', -#ended)
     redis.call('HINCRBY', use, 'expired', #ended)
-    redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
+    redis.call('ZREMRANGEBYSCORE', held, '-inf', now_text)
   end
   local spent = redis.call('HGET', use, 'spent') or '0'
   local reserved = redis.call('HGET', use, 'reserved') or '0'
   if tonumber(spent) + tonumber(reserved) >= tonumber(ARGV[a + 1]) then
     redis.call('HINCRBY', use, 'denied', 1)
-    if ARGV[a + 3] ~= '0' then redis.call('EXPIRE', use, ARGV[a + 3]) end
+    redis.call('SADD', KEYS[3 * i + 1], ARGV[a + 6])
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    if ARGV[a + 3] ~= '0' then
+      redis.call('EXPIRE', use, ARGV[a + 3])
+      redis.call('EXPIRE', KEYS[3 * i + 1], ARGV[a + 3])
+    end
     return {i, spent, reserved, redis.call('HGET', use, 'in_flight') or '0'}
   end
   local amount = tonumber(ARGV[a + 2])
@@ -179,7 +185,8 @@ end
 for i = 1, n do
   local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local a = 2 + 6 * (i - 1)
-  redis.call('ZADD', held, now + tonumber(ARGV[2]), ARGV[1] .. ':' .. string.format('%d', amounts[i]))
+  local member = ARGV[1] .. ':' .. string.format('%d', amounts[i])
+  redis.call('ZADD', held, string.format('%d', now + tonumber(ARGV[2])), member)
   redis.call('HINCRBY', use, 'reserved', string.format('%d', amounts[i]))
   redis.call('HINCRBY', use, 'in_flight', 1)
   redis.call('HINCRBY', use, 'admitted', 1)
@@ -202,7 +209,7 @@ for i = 1, n do
   local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local a = 1 + 5 * (i - 1)
   if ARGV[a + 1] ~= '-1' and redis.call('ZREM', held, ARGV[1] .. ':' .. ARGV[a + 1]) == 1 then
-    redis.call('HINCRBY', use, 'reserved', '-' .. ARGV[a + 1])
+    redis.call('HINCRBY', use, 'reserved', string.format('%d', -tonumber(ARGV[a + 1])))
     redis.call('HINCRBY', use, 'in_flight', -1)
   end
   if ARGV[a + 2] ~= '0' then
@@ -338,6 +345,7 @@ class MemoryCounters:
                 c = use.counts
                 if c["spent"] + c["reserved"] >= ask.limit:
                     c["denied"] += 1
+                    self._registry[ask.name] = ask.meta
                     return Refusal(ask=ask, spent=c["spent"], reserved=c["reserved"], in_flight=c["in_flight"])
                 amounts.append(self._largest.get(ask.name, 0) if ask.amount is None else ask.amount)
             for ask, amount in zip(asks, amounts, strict=True):

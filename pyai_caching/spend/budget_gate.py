@@ -23,8 +23,9 @@ from pyai_caching.exceptions import BudgetExceededError, ConfigurationError
 from pyai_caching.spend.budget import Budget
 from pyai_caching.spend.budget_counters import Ask, Counters, Held, Refusal
 from pyai_caching.spend.ledger_schema import error_text, to_nano
+from pyai_caching.spend.outages import MAYBE_OUTAGE, is_outage
 from pyai_caching.spend.periods import resets_at
-from pyai_caching.spend.task_budget import STORE_ERRORS, TaskBudget
+from pyai_caching.spend.task_budget import TaskBudget
 
 __all__ = ["BudgetGate", "Charge", "check_budgets"]
 
@@ -129,7 +130,7 @@ class BudgetGate:
         reservation = uuid.uuid4().hex
         for budget in self.shared:
             tenant = budget.tenant_of(namespace=self.namespace, task_name=self.task_name, deps=deps)
-            group = groups.setdefault(id(budget.counters), _Group(budget.counters, reservation))
+            group = groups.setdefault(id(budget.store), _Group(budget.counters, reservation))  # one script per store
             group.budgets.append(budget)
             group.asks.append(budget.ask(tenant, budget.now()))
         return list(groups.values())
@@ -140,7 +141,9 @@ class BudgetGate:
             lease = max(b.lease for b in group.budgets)
             try:
                 outcome = await group.counters.reserve(group.asks, group.reservation, lease)
-            except STORE_ERRORS as exc:
+            except MAYBE_OUTAGE as exc:
+                if not is_outage(exc):
+                    raise
                 self._store_failed(group, exc)
                 continue
             _recovered(group)
@@ -167,7 +170,9 @@ class BudgetGate:
             ]
             try:
                 await group.counters.settle(items, group.reservation)
-            except STORE_ERRORS as exc:
+            except MAYBE_OUTAGE as exc:
+                if not is_outage(exc):
+                    raise
                 logger.warning(
                     "could not charge budget(s) %s on %s (%s): $%s / %d token(s) of this call are not counted; "
                     "their reservation is given back when its lease ends",

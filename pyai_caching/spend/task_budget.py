@@ -8,20 +8,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-from redis.exceptions import RedisError
-
 from pyai_caching.exceptions import BudgetExceededError, ConfigurationError
 from pyai_caching.spend.costs import to_decimal
 from pyai_caching.spend.ledger import RedisSpendLedger
 from pyai_caching.spend.ledger_schema import error_text
+from pyai_caching.spend.outages import MAYBE_OUTAGE, is_outage
 from pyai_caching.spend.periods import resets_at
 
 __all__ = ["TaskBudget"]
 
 logger = logging.getLogger("pyai_caching")
-
-STORE_ERRORS = (RedisError, OSError, TimeoutError)
-"""What a Redis that is down, unreachable or too slow raises. Only these let a budget check fail open."""
 
 
 @dataclass(frozen=True, init=False)
@@ -76,7 +72,9 @@ class TaskBudget:
         now = datetime.now(UTC)
         try:
             spent = await ledger.spent(task_name, namespace=namespace, period=self.period, today=now.date())
-        except STORE_ERRORS as exc:
+        except MAYBE_OUTAGE as exc:
+            if not is_outage(exc):
+                raise
             if self.on_ledger_error == "deny":
                 raise BudgetExceededError(
                     f"the spend ledger ({ledger.store.description}) could not be read ({type(exc).__name__}) and "
