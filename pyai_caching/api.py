@@ -262,7 +262,8 @@ async def cached_agent_run(
             A provider's `retry_after` is honoured instead, capped by what is left of `max_wait`.
         custom_costs: Your prices, `{model_name: ModelCosts(...)}`; they win over genai-prices.
         expense_recorder: Called once per call with `(model, task_name, cost_usd)`, sync or async: the cost of the
-            requests actually made (0.0 on a full hit). A recorder that raises is logged, never propagated.
+            requests actually made and of the semantic cache's embedding calls (0.0 on a full hit). A recorder that
+            raises is logged, never propagated.
         expense_hook: Called once per call with an `Expense` (cost, savings, usage, hits, misses, time): a callable,
             a recorder (`LoggingRecorder()`, `RedisSpendLedger(url)`) or a list of them. Errors are logged.
         budget: Spend limits checked before a miss calls the model (hits stay free): a `TaskBudget` (per task), a

@@ -62,7 +62,7 @@ class LoggingRecorder:
             "task %s on %s: cost %s, saved %s, %d request(s) (%d hit(s), %d miss(es)) in %.3fs%s",
             expense.task_name,
             expense.model,
-            _usd(expense.cost),
+            _usd(expense.total_cost),
             _usd(expense.cost_saved),
             expense.requests,
             expense.hits,
