@@ -6,7 +6,7 @@ profile = await cached_agent_run(agent, "Make a profile for Ada", task_name="mak
 
 Thin sugar over the `ResponseCache` capability, plus the run-level fast path: for an agent whose first request
 is fully known from its static configuration, a repeated call is answered with one store read, before
-pydantic-ai's graph starts (see `pyai_caching._fastpath`).
+pydantic-ai's graph starts (see `pyai_caching.engine.fastpath`).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.run import AgentRunResult
 
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching.capability import ResponseCache
 from pyai_caching.engine import fastpath as _fastpath
 from pyai_caching.engine import overrides as _overrides
+from pyai_caching.engine import ports
 from pyai_caching.engine.access import OnCacheError
 from pyai_caching.engine.context import CallRecord, current_call
 from pyai_caching.engine.deps_key import deps_material
 from pyai_caching.engine.entries import EntryMeta, RunEntry
-from pyai_caching.engine.keys import dumps_canonical, entry_key, request_digest
+from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
 from pyai_caching.engine.pai_compat import (
     AgentShapeError,
     OutputRecipe,
@@ -47,7 +49,6 @@ from pyai_caching.engine.registry import CACHE_DIR_ENV, REDIS_URL_ENV, resolve_s
 from pyai_caching.engine.sync import run_sync
 from pyai_caching.engine.validation import DEFAULT_TTL, SECRET_ENV
 from pyai_caching.exceptions import ConfigurationError
-from pyai_caching.observability import observer as _observe
 from pyai_caching.retry import RetryPolicy, resolve_retry
 from pyai_caching.semantic import SemanticCache
 from pyai_caching.spend.budget import Budget
@@ -98,20 +99,12 @@ def _run_parameters(agent_type: type) -> frozenset[str] | None:
     return _RUN_PARAMETERS[agent_type]
 
 
-def _check_prompt(prompt: Any, has_history: bool) -> None:
-    if prompt is None:
-        if not has_history:
-            raise ConfigurationError("prompt is empty and there is no history: there is nothing to send to the model")
-        return
-    if isinstance(prompt, str):
-        if not prompt.strip() and not has_history:
-            raise ConfigurationError(
-                "prompt is empty or whitespace-only and there is no history: pass a prompt or transcript_history"
-            )
+def _check_prompt(prompt: Any) -> None:
+    """Reject what is not a prompt at all; an empty or whitespace-only prompt, or `None`, is left to pydantic-ai,
+    which answers it exactly as `agent.run` does (an agent with instructions accepts `None`)."""
+    if prompt is None or isinstance(prompt, str):
         return
     if isinstance(prompt, Sequence) and not isinstance(prompt, bytes):
-        if not prompt and not has_history:
-            raise ConfigurationError("prompt is an empty sequence and there is no history")
         return
     raise ConfigurationError(
         f"prompt must be a string or a sequence of user content (text, ImageUrl, BinaryContent, ...), "
@@ -296,7 +289,7 @@ async def cached_agent_run(
         if history:
             raise ConfigurationError("pass either transcript_history= or message_history=, not both")
         history = list(run_kwargs.pop("message_history") or [])
-    _check_prompt(prompt, bool(history))
+    _check_prompt(prompt)
     CacheMode.parse(cache_mode)  # here, so that a bad value is reported as `cache_mode` (ResponseCache calls it `mode`)
 
     override = _overrides.active()
@@ -363,9 +356,9 @@ async def cached_agent_run(
         template = _fastpath.lookup_template(agent, signature, bool(history))
         if template is None:
             return False, None
-        key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
+        key = entry_key(ns, KeyKind.RUN, template.run_digest(ns, history_canon, prompt, run_extra))
         record = CallRecord(owner=cache)
-        lookup_started = _observe.now_ns()
+        lookup_started = time.time_ns()
         # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
         entry = await cache.access.get_run(key, record, messages=full_result)
         if entry is None:
@@ -374,7 +367,8 @@ async def cached_agent_run(
         if not found:  # not the shape the recipe was proven on, or it does not validate: the graph decides
             return False, None
         logger.debug("run-level hit %s (task %s)", key, task_name)
-        _observe.run_hit(cache, key, entry, lookup_started, waited=waited)
+        saved = cache.saved_cost(entry.meta.model, entry.usage, entry.meta.cost)
+        ports.observer().run_hit(cache, key, entry, lookup_started, saved, waited)
         if spend is not None:
             spend.note_run_hit(record, entry)
             await spend.deliver(record)
@@ -554,7 +548,7 @@ async def _store_run(
     recipe, final = proven
     _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt, recipe)
     ns = cache.resolved_namespace
-    key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
+    key = entry_key(ns, KeyKind.RUN, request_digest(record.first_request, ns, extra=run_extra))
     if record.hits and not record.misses:
         # Every request hit: the run that called the model stored this entry. Reading its head is cheap; encoding
         # all of pydantic-ai's message types would cost the first call of a process hundreds of milliseconds.

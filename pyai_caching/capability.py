@@ -27,14 +27,15 @@ from pydantic_ai.messages import ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
+from pydantic_ai.usage import RequestUsage, RunUsage
 
 from pyai_caching._util.redact import redact_url
 from pyai_caching.engine.access import OnCacheError, StoreAccess
 from pyai_caching.engine.context import CallRecord, current_call
-from pyai_caching.engine.entries import ResponseEntry
 from pyai_caching.engine.flight import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
 from pyai_caching.engine.keys import validate_namespace
 from pyai_caching.engine.pai_compat import fallback_serves
+from pyai_caching.engine.ports import install_observer
 from pyai_caching.engine.registry import resolve_store
 from pyai_caching.engine.validation import (
     DEFAULT_TTL,
@@ -45,12 +46,14 @@ from pyai_caching.engine.validation import (
     check_ttl,
 )
 from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.observability import Observability
 from pyai_caching.retry import RetryingModel, RetryPolicy
 from pyai_caching.semantic import SemanticCache
 from pyai_caching.spend.budget import Budget
 from pyai_caching.spend.budget_gate import BudgetGate, Charge, check_budgets
 from pyai_caching.spend.costs import ModelCosts, check_custom_costs, price
 from pyai_caching.spend.task_budget import TaskBudget
+from pyai_caching.spend.tracker import split_model_label
 from pyai_caching.stores import Store
 from pyai_caching.types import CacheMode
 
@@ -58,12 +61,14 @@ __all__ = ["DEFAULT_TTL", "ResponseCache"]
 
 logger = logging.getLogger("pyai_caching")
 
+install_observer(Observability())  # counters and OpenTelemetry, through the engine's observer port
+
 
 @dataclass
 class ResponseCache(AbstractCapability[Any]):
     """Cache every model request of a run in Redis, the embedded store, or any `Store`.
 
-    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.keys`): model identity, the
+    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.engine.keys`): model identity, the
     messages as the model receives them, tool/output/instruction definitions and the settings that change the
     answer, plus the namespace. A hit returns a fresh `ModelResponse` with no usage, so the run bills nothing
     for it.
@@ -104,7 +109,7 @@ class ResponseCache(AbstractCapability[Any]):
     Redis), or a list of them. Hits are free."""
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
-    long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    long other processes wait for a holder that died before one of them takes over (`pyai_caching.engine.flight`)."""
     max_entry_bytes: int | Literal["store"] | None = "store"
     """Largest entry written, in bytes: a bigger answer is returned but not stored (one warning). `"store"`
     (default): the store's own `max_entry_bytes` (8 MiB unless configured). Reads are capped by the store's limit,
@@ -194,7 +199,7 @@ class ResponseCache(AbstractCapability[Any]):
         return record if record is not None and record.owner is self else None
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
+        """Put the cache around the model that serves each attempt (see `pyai_caching.engine.model_cache`).
 
         Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
         is taken from the request exactly as that model receives it. Misses are retried according to `retry`,
@@ -241,20 +246,12 @@ class ResponseCache(AbstractCapability[Any]):
             return nullcontext(Charge())
         return self._gate.request(record, ctx.deps if ctx is not None else None)
 
-    def note_hit(self, model: Model, entry: ResponseEntry, record: CallRecord | None) -> None:
-        """Count a hit in `record`, with the usage and cost it saved."""
-        if record is None:
-            return
-        record.hits += 1
-        record.saved_usage.incr(entry.response.usage)
-        record.saved_usage.requests += 1
-        saved = price(
-            entry.response.usage, model.model_name, self.custom_costs, provider=model.system, known_cost=entry.meta.cost
-        )
-        if saved is None:
-            record.unpriced_hits += 1
-        else:
-            record.saved_cost += saved
+    def saved_cost(self, model_label: str, usage: RequestUsage | RunUsage, known: Decimal | None) -> Decimal | None:
+        """What a hit of `model_label` (`system:name`) saved: your custom price when one applies, else the cost
+        stored with the entry, else genai-prices; `None` when the model cannot be priced. The one rule for savings,
+        used by `Expense` and by the metrics and spans alike."""
+        system, name = split_model_label(model_label)
+        return price(usage, name, self.custom_costs, provider=system, known_cost=known)
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         # A run that fails (an output that never validates, a model or tool error) or is cancelled leaves no

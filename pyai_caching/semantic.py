@@ -64,10 +64,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic_ai.embeddings import Embedder, EmbeddingModel
 from redis.exceptions import ResponseError
 
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching._util.redact import redact_url_in_text
 from pyai_caching._util.scrub import scrub_text
 from pyai_caching._util.text import shorten
-from pyai_caching.engine.keys import KEY_PREFIX, dumps_canonical, entry_key
+from pyai_caching.engine import ports
+from pyai_caching.engine.context import SemanticMatch
+from pyai_caching.engine.keys import KeyKind, entry_key, kind_prefix
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import RedisStore, Store
 
@@ -75,11 +78,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pyai_caching.capability import ResponseCache
     from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry
-    from pyai_caching.engine.keys import CanonicalRequest
+    from pyai_caching.engine.ports import CacheView
 
     Vector = npt.NDArray[np.float32]
 
@@ -186,6 +189,30 @@ class SemanticCache:
         if self.index not in ("auto", "local"):
             raise ConfigurationError(f"index must be 'auto' or 'local', got {self.index!r}")
 
+    async def lookup(
+        self,
+        cache: CacheView,
+        access: StoreAccess,
+        namespace: str,
+        canonical: CanonicalRequest,
+        record: CallRecord | None,
+        model_label: str,
+    ) -> tuple[ResponseEntry | None, Any]:
+        """After an exact miss: the entry of the most similar recorded prompt (engine port `SemanticIndex`)."""
+        return await lookup(cache, self, access, namespace, canonical, record, model_label)
+
+    async def remember(
+        self,
+        access: StoreAccess,
+        namespace: str,
+        canonical: CanonicalRequest,
+        key: str,
+        probe: Any,
+        record: CallRecord | None,
+    ) -> None:
+        """After the model's answer was stored under `key`: index its prompt (engine port `SemanticIndex`)."""
+        await remember(self, access, namespace, canonical, key, probe, record)
+
     def __repr__(self) -> str:
         # The embedder is shown by its identity, never by its own repr (a callable object may hold an API key).
         return (
@@ -193,20 +220,6 @@ class SemanticCache:
             f"max_candidates={self.max_candidates!r}, max_entries={self.max_entries!r}, name={self.name!r}, "
             f"timeout={self.timeout!r}, accept_hits={self.accept_hits!r}, index={self.index!r})"
         )
-
-
-@dataclass(frozen=True, kw_only=True)
-class SemanticMatch:
-    """A model request answered by a similar recorded prompt instead of an identical one."""
-
-    prompt: str
-    """The prompt of this request."""
-    matched_prompt: str
-    """The recorded prompt whose answer was served."""
-    similarity: float
-    """Cosine similarity of the two prompts' vectors (at or above the configured threshold)."""
-    key: str
-    """The store key of the exact entry that was served."""
 
 
 # --- numpy -------------------------------------------------------------------------------------------------
@@ -493,7 +506,7 @@ class _StreamBackend(_Backend):
         self.store, self.namespace, self.state = store, namespace, state
 
     def _key(self, context: str) -> str:
-        return entry_key(self.namespace, "sem", context)
+        return entry_key(self.namespace, KeyKind.SEMANTIC, context)
 
     async def refresh(self, context: str, dim: int) -> _LocalIndex:
         name = self._key(context)
@@ -559,7 +572,9 @@ class _DocumentBackend(_Backend):
         self.access, self.namespace, self.state, self.record = access, namespace, state, record
 
     def _keys(self, context: str) -> tuple[str, str]:
-        return entry_key(self.namespace, "sem", context), entry_key(self.namespace, "semv", context)
+        return entry_key(self.namespace, KeyKind.SEMANTIC, context), entry_key(
+            self.namespace, KeyKind.SEMANTIC_VECTORS, context
+        )
 
     async def _load(self, context: str, dim: int) -> tuple[list[_Item], list[Vector]]:
         raw = await self.access.get_raw(self._keys(context)[0], self.record)
@@ -668,10 +683,10 @@ class _SearchBackend(_Backend):
             )
 
     def _index_name(self, dim: int) -> str:
-        return f"pyai_caching:{self.namespace}:semidx:{dim}"
+        return f"{kind_prefix(self.namespace, KeyKind.SEMANTIC_INDEX)}{dim}"
 
     def _prefix(self, dim: int) -> str:
-        return f"pyai_caching:{self.namespace}:semh:{dim}:"
+        return f"{kind_prefix(self.namespace, KeyKind.SEMANTIC_HASH)}{dim}:"
 
     async def _ensure_index(self, client: Any, dim: int) -> str:
         name = self._index_name(dim)
@@ -806,7 +821,7 @@ async def _probe(config: SemanticCache, namespace: str, canonical: CanonicalRequ
 
 
 async def lookup(
-    cache: ResponseCache,
+    cache: CacheView,
     config: SemanticCache,
     access: StoreAccess,
     namespace: str,
@@ -871,7 +886,7 @@ async def _verified_entry(
         if not hmac.compare_digest(expected, item.signature):
             logger.warning("semantic index item for %s has a bad signature; ignored", item.key)
             return None
-    if not item.key.startswith(f"{KEY_PREFIX}{namespace}:r:{{"):
+    if not item.key.startswith(kind_prefix(namespace, KeyKind.REQUEST) + "{"):
         return None
     entry = await access.get_response(item.key, record)
     if entry is None or entry.request is None:
@@ -904,16 +919,6 @@ async def remember(
     await _guarded(access, "semantic add", backend.add(probe.context, item, probe.vector, config, access.ttl), record)
 
 
-def _observe_hit(cache: ResponseCache, model_label: str, match: SemanticMatch) -> None:
-    """Count a semantic hit (`metrics`) and mark the current OpenTelemetry span (without the prompts: they may be
-    personal data)."""
-    from pyai_caching.observability.metrics import REGISTRY
-
-    REGISTRY.add_semantic_hit(cache.resolved_namespace, cache.task_name, model_label)
-    try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover - opentelemetry-api comes with pydantic-ai-slim
-        return
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.set_attributes({"pyai_caching.semantic": True, "pyai_caching.semantic.similarity": match.similarity})
+def _observe_hit(cache: CacheView, model_label: str, match: SemanticMatch) -> None:
+    """Count a semantic hit and mark the current span (through the engine's observer; never the prompts)."""
+    ports.observer().semantic_hit(cache, model_label, match.similarity)

@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyai_caching._util.redact import redact_url_in_text
 from pyai_caching._util.text import shorten
+from pyai_caching.engine import ports
 from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import (
     EntryDecodeError,
@@ -49,7 +50,6 @@ from pyai_caching.engine.entries import (
     encode_entry,
 )
 from pyai_caching.exceptions import CacheError
-from pyai_caching.observability import observer as _observe
 from pyai_caching.stores import Store
 from pyai_caching.stores.base import (
     DEFAULT_MAX_ENTRY_BYTES,
@@ -293,7 +293,7 @@ class StoreAccess:
                 awaitable.close()
             if record is not None:
                 record.cache_errors += 1
-            _observe.cache_error(operation, StoreSkipped(), record)
+            ports.observer().cache_error(operation, StoreSkipped(), record)
             _announce_skipping(self.store, operation)
             return Outcome.SKIPPED, None
         started = time.monotonic()
@@ -332,7 +332,7 @@ class StoreAccess:
             return Outcome.BAD_ENTRY, None
         if record is not None:
             record.cache_errors += 1
-        _observe.cache_error(operation, error, record)
+        ports.observer().cache_error(operation, error, record)
         unreachable = isinstance(error, _UNAVAILABLE) and not isinstance(error, SlowTransferError)
         if isinstance(error, SlowTransferError):
             if not raising:
@@ -353,7 +353,7 @@ class StoreAccess:
         return (Outcome.TRANSIENT if unreachable else Outcome.FAILED), None
 
     def _too_large(self, operation: str, error: EntryTooLargeError, record: CallRecord | None) -> None:
-        _observe.cache_error(operation, error, record)
+        ports.observer().cache_error(operation, error, record)
         if operation == "set":
             text = "not storing %s: %s bytes, more than max_entry_bytes=%s (the answer is returned)"
         else:
@@ -420,7 +420,7 @@ class StoreAccess:
         try:
             return decode_response_entry(raw, secret=self.secret, key=key)
         except EntryDecodeError as e:
-            _observe.cache_error("decode", e, record)
+            ports.observer().cache_error("decode", e, record)
             logger.warning("ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 
@@ -436,7 +436,7 @@ class StoreAccess:
         try:
             return decode_run_entry(raw, secret=self.secret, messages=messages, key=key)
         except EntryDecodeError as e:
-            _observe.cache_error("decode", e, record)
+            ports.observer().cache_error("decode", e, record)
             logger.warning("ignoring unreadable entry %s (%s); it will be overwritten", key, e)
             return None
 

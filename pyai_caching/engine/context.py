@@ -10,10 +10,23 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai.usage import RunUsage
 
 if TYPE_CHECKING:
-    from pyai_caching.engine.keys import CanonicalRequest
-    from pyai_caching.semantic import SemanticMatch
+    from pyai_caching.engine.canonical import CanonicalRequest
 
-__all__ = ["CallRecord", "current_call"]
+__all__ = ["CallRecord", "SemanticMatch", "current_call"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SemanticMatch:
+    """A model request answered by a similar recorded prompt instead of an identical one."""
+
+    prompt: str
+    """The prompt of this request."""
+    matched_prompt: str
+    """The recorded prompt whose answer was served."""
+    similarity: float
+    """Cosine similarity of the two prompts' vectors (at or above the configured threshold)."""
+    key: str
+    """The store key of the exact entry that was served."""
 
 
 @dataclass

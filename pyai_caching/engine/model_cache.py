@@ -4,7 +4,7 @@
 pydantic-ai calls it after every `before_model_request` and `prepare_model_request` hook and every history
 processor has run, and with the model that actually sends the attempt (a `ModelFallback` candidate, a
 `SelectModel` choice, an `agent.override(model=...)`): so the request a `CachingModel` receives is the request the
-model receives, and its key (see `pyai_caching.keys`) is taken from exactly that. A key taken any earlier would
+model receives, and its key (see `pyai_caching.engine.keys`) is taken from exactly that. A key taken any earlier would
 miss the changes those hooks make, and could serve one tenant's answer to another.
 
 On a hit the stored `ModelResponse` is returned as the model's answer; pydantic-ai then runs everything after the
@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -26,26 +27,20 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from pyai_caching import semantic as _semantic
 from pyai_caching.engine import overrides as _overrides
+from pyai_caching.engine import ports
 from pyai_caching.engine.access import StoreAccess, fresh_response
+from pyai_caching.engine.canonical import CanonicalRequest, canonical_request, verify_direct_path
 from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import EntryMeta, ResponseEntry
 from pyai_caching.engine.flight import Fill
-from pyai_caching.engine.keys import (
-    UNKEYABLE_MODEL,
-    CanonicalRequest,
-    canonical_request,
-    entry_key,
-    request_digest,
-    verify_direct_path,
-)
+from pyai_caching.engine.identity import UNKEYABLE_MODEL
+from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
 from pyai_caching.exceptions import CacheMissError
-from pyai_caching.observability import observer as _observe
 from pyai_caching.types import CacheMode
 
 if TYPE_CHECKING:
-    from pyai_caching.capability import ResponseCache
+    from pyai_caching.engine.ports import CacheView
 
 __all__ = ["CachingModel"]
 
@@ -71,7 +66,7 @@ class CachingModel(WrapperModel):
     """Answers a request from the cache when the same request was answered before; otherwise sends it and stores
     the answer. Put around the serving model by `ResponseCache`; not meant to be built directly."""
 
-    def __init__(self, wrapped: Model, *, served: Model, cache: ResponseCache) -> None:
+    def __init__(self, wrapped: Model, *, served: Model, cache: CacheView) -> None:
         super().__init__(wrapped)
         self._served = served
         self._cache = cache
@@ -94,7 +89,9 @@ class CachingModel(WrapperModel):
                 _warn_unkeyable(served)
                 request.mode = CacheMode.BYPASS
                 return request
-            request.key = entry_key(namespace, "r", request_digest(request.canonical, namespace, extra=cache.key_salt))
+            request.key = entry_key(
+                namespace, KeyKind.REQUEST, request_digest(request.canonical, namespace, extra=cache.key_salt)
+            )
             if request.record is not None and request.record.first_request is None:
                 request.record.first_request = request.canonical
         return request
@@ -104,15 +101,17 @@ class CachingModel(WrapperModel):
         if not request.mode.reads:
             return None
         assert request.canonical is not None
-        started = _observe.now_ns()
+        started = time.time_ns()
         entry = await request.access.get_response(request.key, request.record)
         semantic = self._cache.semantic if _overrides.active() is None else None
         if entry is None and semantic is not None:
-            entry, request.probe = await _semantic.lookup(
-                self._cache, semantic, request.access, request.namespace, request.canonical, request.record,
-                request.label,
-            )  # fmt: skip
-        _observe.request_lookup(self._cache, _run_context(), request.key, request.label, started, entry)
+            entry, request.probe = await semantic.lookup(
+                self._cache, request.access, request.namespace, request.canonical, request.record, request.label
+            )
+        saved = self._saved(request, entry)
+        ports.observer().request_lookup(self._cache, _run_context(), request.key, request.label, started, entry, saved)
+        if entry is None and ports.miss_listeners:
+            _tell_miss(self._cache, request)
         if entry is None and request.mode is CacheMode.READ_ONLY:
             hint = _explain_miss(request.access, request.canonical) or (
                 " Run once with cache_mode='read_write' to record it."
@@ -124,9 +123,15 @@ class CachingModel(WrapperModel):
             )
         return entry
 
+    def _saved(self, request: _Request, entry: ResponseEntry | None) -> Decimal | None:
+        """What serving `entry` saves (priced by the capability's one rule), or `None` for a miss or no price."""
+        if entry is None:
+            return None
+        return self._cache.saved_cost(request.label, entry.response.usage, entry.meta.cost)
+
     def _hit(self, request: _Request, entry: ResponseEntry) -> ModelResponse:
         logger.debug("hit %s (%s)", request.key, request.label)
-        self._cache.note_hit(self._served, entry, request.record)
+        _count_hit(request.record, entry, self._saved(request, entry))
         return fresh_response(entry)
 
     async def _store(
@@ -144,13 +149,12 @@ class CachingModel(WrapperModel):
         await fill.put_entry(entry)
         semantic = self._cache.semantic if _overrides.active() is None else None
         if semantic is not None:
-            await _semantic.remember(
-                semantic, request.access, request.namespace, request.canonical, request.key,
-                request.probe, request.record,
-            )  # fmt: skip
+            await semantic.remember(
+                request.access, request.namespace, request.canonical, request.key, request.probe, request.record
+            )
 
     def _fill(self, request: _Request) -> Fill:
-        # Stampede protection (see `_stampede`): of identical concurrent misses, in this process and in the
+        # Stampede protection (`pyai_caching.engine.flight`): of identical concurrent misses, in this process and in the
         # processes sharing the store's locks, one calls the model and the others wait for its entry.
         return Fill(
             request.access,
@@ -162,13 +166,16 @@ class CachingModel(WrapperModel):
 
     def _waited(self, request: _Request, fill: Fill) -> None:
         if fill.waited is not None:
-            _observe.stampede_wait(self._cache, _run_context(), request.key, request.label, fill.waited, fill.entry)
+            saved = self._saved(request, fill.entry)
+            ports.observer().stampede_wait(
+                self._cache, _run_context(), request.key, request.label, fill.waited, fill.entry, saved
+            )
 
     def _sent(self, request: _Request, response: ModelResponse) -> Any:
         cost = self._cache.price(self._served, response)
         _count_miss(request.record, response, cost)
         if request.mode is not CacheMode.BYPASS:  # a bypassed request is not the cache's business
-            _observe.request_cost(self._cache, _run_context(), request.label, cost)
+            ports.observer().request_cost(self._cache, _run_context(), request.label, cost)
         return cost
 
     async def request(
@@ -290,6 +297,26 @@ def _explain_miss(access: StoreAccess, canonical: CanonicalRequest) -> str | Non
         logger.debug("%s could not explain a miss", access.store.description, exc_info=True)
         return None
     return f"\n{text}" if isinstance(text, str) and text else None
+
+
+def _tell_miss(cache: CacheView, request: _Request) -> None:
+    assert request.canonical is not None
+    for listener in ports.miss_listeners:
+        try:
+            listener(cache, request.key, request.canonical, request.label)
+        except Exception:  # a listener must never break a call; its own tests show its bugs
+            logger.exception("a miss listener failed (%r); the call goes on", listener)
+
+
+def _count_hit(record: CallRecord | None, entry: ResponseEntry, saved: Decimal | None) -> None:
+    if record is not None:
+        record.hits += 1
+        record.saved_usage.incr(entry.response.usage)
+        record.saved_usage.requests += 1
+        if saved is None:
+            record.unpriced_hits += 1
+        else:
+            record.saved_cost += saved
 
 
 def _count_miss(record: CallRecord | None, response: ModelResponse, cost: Any) -> None:

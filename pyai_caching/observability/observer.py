@@ -32,18 +32,18 @@ from pyai_caching._version import __version__
 from pyai_caching.observability.metrics import REGISTRY
 
 if TYPE_CHECKING:
-    from pydantic_ai.usage import RequestUsage, RunUsage
-
-    from pyai_caching.capability import ResponseCache
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry, RunEntry
+    from pyai_caching.engine.ports import CacheView
 
 __all__ = [
+    "Observability",
     "cache_error",
     "now_ns",
     "request_cost",
     "request_lookup",
     "run_hit",
+    "semantic_hit",
     "stampede_wait",
 ]
 
@@ -75,19 +75,6 @@ def _get_tracer() -> Any:
     return _tracer
 
 
-def _saved(cache: ResponseCache, model: str, usage: RequestUsage | RunUsage, known: Decimal | None) -> Decimal | None:
-    """What a hit saved: the caller's custom price for the model when there is one, else the entry's stored cost."""
-    custom_costs = getattr(cache, "custom_costs", None)
-    if custom_costs:
-        from pyai_caching.spend.costs import find_custom_costs
-
-        system, _, name = model.partition(":")
-        custom = find_custom_costs(custom_costs, name, system)
-        if custom is not None:
-            return custom.price(usage)
-    return known
-
-
 def _key_prefix(key: str) -> str:
     start = key.rfind("{")
     return key[start + 1 : start + 13] if start >= 0 else ""
@@ -100,7 +87,7 @@ def _instrumented(ctx: Any) -> bool:
 
 
 def _attributes(
-    cache: ResponseCache,
+    cache: CacheView,
     key: str,
     model: str,
     level: str,
@@ -138,16 +125,16 @@ def _lookup_span(
 
 
 def request_lookup(
-    cache: ResponseCache,
+    cache: CacheView,
     ctx: Any,
     key: str,
     model: str,
     started_ns: int,
     entry: ResponseEntry | None,
+    cost_saved: Decimal | None,
 ) -> None:
     """A request-level lookup ended: a hit when `entry` is the entry served, a miss when it is `None`."""
     hit = entry is not None
-    cost_saved = _saved(cache, model, entry.response.usage, entry.meta.cost) if entry is not None else None
     REGISTRY.add_lookup(cache.resolved_namespace, cache.task_name, model, hit=hit, cost_saved=cost_saved)
     if _trace is None:
         return
@@ -162,7 +149,7 @@ def request_lookup(
     )
 
 
-def request_cost(cache: ResponseCache, ctx: Any, model: str, cost: Decimal | None) -> None:
+def request_cost(cache: CacheView, ctx: Any, model: str, cost: Decimal | None) -> None:
     """A request went to the model through the cache and cost `cost` (`None`: unknown)."""
     REGISTRY.add_request(cache.resolved_namespace, cache.task_name, model, cost)
     if cost is not None and _trace is not None and _instrumented(ctx):
@@ -171,13 +158,14 @@ def request_cost(cache: ResponseCache, ctx: Any, model: str, cost: Decimal | Non
             span.set_attribute("pyai_caching.cost", float(cost))
 
 
-def run_hit(cache: ResponseCache, key: str, entry: RunEntry, started_ns: int, *, waited: float | None = None) -> None:
+def run_hit(
+    cache: CacheView, key: str, entry: RunEntry, started_ns: int, cost_saved: Decimal | None, waited: float | None
+) -> None:
     """A whole run was answered by the run-level fast path (no pydantic-ai span exists for it).
 
     `waited` is how long the call first waited for an identical call of this process that ran the agent.
     """
     model = entry.meta.model
-    cost_saved = _saved(cache, model, entry.usage, entry.meta.cost)
     REGISTRY.add_lookup(
         cache.resolved_namespace, cache.task_name, model, hit=True, run_level=True, cost_saved=cost_saved
     )
@@ -201,7 +189,13 @@ def run_hit(cache: ResponseCache, key: str, entry: RunEntry, started_ns: int, *,
 
 
 def stampede_wait(
-    cache: ResponseCache, ctx: Any, key: str, model: str, seconds: float, entry: ResponseEntry | None
+    cache: CacheView,
+    ctx: Any,
+    key: str,
+    model: str,
+    seconds: float,
+    entry: ResponseEntry | None,
+    cost_saved: Decimal | None,
 ) -> None:
     """A lookup missed, then waited `seconds` for an identical concurrent call (the stampede lock).
 
@@ -209,7 +203,6 @@ def stampede_wait(
     the model itself (the other call failed, or its lock expired).
     """
     served = entry is not None
-    cost_saved = _saved(cache, model, entry.response.usage, entry.meta.cost) if entry is not None else None
     REGISTRY.add_stampede_wait(
         cache.resolved_namespace, cache.task_name, model, seconds, served=served, cost_saved=cost_saved
     )
@@ -247,3 +240,23 @@ def cache_error(operation: str, error: BaseException, record: CallRecord | None)
         span = _trace.get_current_span()
         if span.is_recording():
             span.add_event("pyai_caching.error", {"pyai_caching.error.kind": kind})
+
+
+def semantic_hit(cache: CacheView, model: str, similarity: float) -> None:
+    """Count a semantic hit and mark the current span (without the prompts: they may be personal data)."""
+    REGISTRY.add_semantic_hit(cache.resolved_namespace, cache.task_name, model)
+    if _trace is not None:
+        span = _trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({"pyai_caching.semantic": True, "pyai_caching.semantic.similarity": similarity})
+
+
+class Observability:
+    """The engine's `Observer`: counters in `pyai_caching.metrics` and OpenTelemetry attributes and spans."""
+
+    request_lookup = staticmethod(request_lookup)
+    request_cost = staticmethod(request_cost)
+    run_hit = staticmethod(run_hit)
+    stampede_wait = staticmethod(stampede_wait)
+    cache_error = staticmethod(cache_error)
+    semantic_hit = staticmethod(semantic_hit)

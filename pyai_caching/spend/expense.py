@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic_ai.usage import RunUsage
 
 if TYPE_CHECKING:
-    from pyai_caching.semantic import SemanticMatch
+    from pyai_caching.engine.context import SemanticMatch
 
 __all__ = ["Expense", "ExpenseHook", "ExpenseRecorder", "SimpleExpenseRecorder", "call_maybe_async"]
 
