@@ -79,6 +79,8 @@ class _Group:
     budgets: list[Budget] = field(default_factory=list)
     asks: list[Ask] = field(default_factory=list)
     held: list[Held] | None = None
+    unreachable: bool = False
+    """The store could not be reached at the check (on_store_error='allow'): this request is not charged there."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class BudgetGate:
                 if not is_outage(exc):
                     raise
                 self._store_failed(group, exc)
+                group.unreachable = True
                 continue
             _recovered(group)
             if isinstance(outcome, Refusal):
@@ -162,7 +165,7 @@ class BudgetGate:
             record.charged_embedding_tokens = record.embedding_tokens
         for group in groups:
             holds: list[Held | None] = list(group.held) if group.held is not None else [None] * len(group.asks)
-            if group.held is None and not (cost or tokens):
+            if group.unreachable or (group.held is None and not (cost or tokens)):
                 continue
             items = [
                 (hold, ask, to_nano(cost) if budget.unit == "usd" else tokens)
@@ -173,7 +176,8 @@ class BudgetGate:
             except MAYBE_OUTAGE as exc:
                 if not is_outage(exc):
                     raise
-                logger.warning(
+                first = any([b.health.note(failed=True) for b in group.budgets])  # noqa: C419 (note every budget)
+                (logger.warning if first else logger.debug)(
                     "could not charge budget(s) %s on %s (%s): $%s / %d token(s) of this call are not counted; "
                     "their reservation is given back when its lease ends",
                     ", ".join(repr(b.name) for b in group.budgets),
