@@ -26,7 +26,6 @@ import enum
 import logging
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from pyai_caching.engine.entries import (
     decode_run_entry,
     encode_entry,
 )
+from pyai_caching.engine.single_flight import SingleFlight
 from pyai_caching.exceptions import CacheError
 from pyai_caching.stores import Store
 from pyai_caching.stores.base import (
@@ -79,9 +79,8 @@ STORE_LIMIT: Final = "store"
 
 _UNAVAILABLE = (OSError, RedisConnectionError, RedisTimeoutError)  # OSError covers TimeoutError and ConnectionError
 
-_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], asyncio.Future[object]]] = (
-    weakref.WeakKeyDictionary()
-)
+_reads: SingleFlight[object] = SingleFlight()
+"""Reads under way, by (store, key): the bytes their leader read (`None`: a miss), or `_OWN_READ`."""
 _OWN_READ: Any = object()  # what a shared read hands its followers when it failed: read on your own
 
 _health_lock = threading.Lock()
@@ -378,25 +377,19 @@ class StoreAccess:
         Reads of one key that overlap in one event loop share a single store round trip, so a burst of identical
         calls costs the store one `GET` (and one connection), not one per call.
         """
-        loop = asyncio.get_running_loop()
-        reads = _reads.get(loop)
-        if reads is None:
-            reads = _reads[loop] = {}
         shared_key = (id(self.store), key)
-        shared = reads.get(shared_key)
+        shared = _reads.under_way(shared_key)
         if shared is not None:
-            found = await asyncio.shield(shared)  # shielded: a caller that gives up must not cancel the others
+            found = await shared.wait()
             if found is not _OWN_READ:
                 return cast("bytes | None", found)
             return (await self.read_raw(key, record))[1]
-        future: asyncio.Future[object] = loop.create_future()
-        reads[shared_key] = future
+        flight = _reads.take_off(shared_key)
         result: object = _OWN_READ
         try:
             _, result = await self.read_raw(key, record)
         finally:
-            del reads[shared_key]
-            future.set_result(result)
+            _reads.land(shared_key, flight, result)
         return result
 
     async def put_raw(self, key: str, value: bytes, record: CallRecord | None = None) -> bool:
