@@ -187,9 +187,9 @@ class CachingModel(WrapperModel):
     ) -> ModelResponse:
         request = self._begin(messages, model_settings, model_request_parameters)
         if request.mode is CacheMode.BYPASS:
-            await self._cache.check_budget(request.record)
-            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-            self._sent(request, response)
+            async with self._cache.spending(request.record, _run_context()) as charge:
+                response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                charge.settle(self._sent(request, response), response.usage)
             return response
         entry = await self._lookup(request)
         if entry is not None:
@@ -199,10 +199,12 @@ class CachingModel(WrapperModel):
             self._waited(request, fill)
             if fill.entry is not None:
                 return self._hit(request, fill.entry)
-            await self._cache.check_budget(request.record)
-            started = time.monotonic()
-            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-            await self._store(request, fill, messages, response, self._sent(request, response))
+            async with self._cache.spending(request.record, _run_context()) as charge:
+                started = time.monotonic()
+                response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                cost = self._sent(request, response)
+                charge.settle(cost, response.usage)
+            await self._store(request, fill, messages, response, cost)
             logger.debug("stored %s after %.1f ms", request.key, (time.monotonic() - started) * 1000)
         return response
 
@@ -220,25 +222,28 @@ class CachingModel(WrapperModel):
             yield _replay(self._hit(request, entry), model_request_parameters)
             return
         if request.mode is CacheMode.BYPASS:
-            await self._cache.check_budget(request.record)
-            async with self.wrapped.request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as stream:
-                yield stream
-            self._sent(request, stream.get())
+            async with self._cache.spending(request.record, run_context or _run_context()) as charge:
+                async with self.wrapped.request_stream(
+                    messages, model_settings, model_request_parameters, run_context
+                ) as stream:
+                    yield stream
+                response = stream.get()
+                charge.settle(self._sent(request, response), response.usage)
             return
         async with self._fill(request) as fill:
             self._waited(request, fill)
             if fill.entry is not None:
                 yield _replay(self._hit(request, fill.entry), model_request_parameters)
                 return
-            await self._cache.check_budget(request.record)
-            async with self.wrapped.request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as stream:
-                yield stream
-            response = stream.get()
-            await self._store(request, fill, messages, response, self._sent(request, response))
+            async with self._cache.spending(request.record, run_context or _run_context()) as charge:
+                async with self.wrapped.request_stream(
+                    messages, model_settings, model_request_parameters, run_context
+                ) as stream:
+                    yield stream
+                response = stream.get()
+                cost = self._sent(request, response)
+                charge.settle(cost, response.usage)
+            await self._store(request, fill, messages, response, cost)
 
 
 def _displayable(value: Any) -> Any:

@@ -556,13 +556,17 @@ class RedisStore:
         if entry is not None:
             await entry.guard.aclose()
 
-    async def _client(self) -> Redis | RedisCluster:
-        """The client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a cluster.
+    async def client(self) -> Redis | RedisCluster:
+        """The redis-py client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a
+        cluster, with this store's pools, timeouts and credentials.
 
-        Other modules of the library use it for commands beyond the store's (the spend ledger, the semantic
-        index); anything they send to a cluster must keep its keys in one hash slot.
+        For commands beyond the store's (the spend ledger, budgets, the semantic index). Anything sent to a cluster
+        must keep its keys in one hash slot. Do not close it: the store owns it (see `close`).
         """
         return (await self._loop_client()).client
+
+    async def _client(self) -> Redis | RedisCluster:
+        return await self.client()
 
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
