@@ -273,6 +273,16 @@ class StoreAccess:
         """Whether operations on the store are being skipped (it failed repeatedly a moment ago)."""
         return _is_down(self.store)
 
+    async def guard(
+        self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
+    ) -> tuple[bool, T | None]:
+        """Run a feature's own store operation (the semantic index's commands) under this access's timeout and
+        error policy, as the engine runs its own: `(worked, result)`; a failure is reported and counted in `record`.
+
+        `quiet` operations never raise, whatever `on_cache_error` says.
+        """
+        return await self._guard(operation, awaitable, record, quiet=quiet)
+
     async def _guard(
         self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
     ) -> tuple[bool, T | None]:

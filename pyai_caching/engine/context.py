@@ -57,6 +57,14 @@ class CallRecord:
     """Seconds spent waiting between retries of rate-limited or failed requests."""
     cache_errors: int = 0
     """Cache operations that failed during the call (the call went on without the cache)."""
+    embedding_calls: int = 0
+    """Embedding calls the semantic cache made for the call."""
+    embedding_tokens: int = 0
+    """Tokens of those embedding calls."""
+    embedding_cost: Decimal = Decimal(0)
+    """USD of the embedding calls that could be priced (see `unpriced_embedding_calls`)."""
+    unpriced_embedding_calls: int = 0
+    """Embedding calls whose cost is unknown: `embedding_cost` is then a lower bound."""
     first_request: CanonicalRequest | None = None
     """The canonical form of the run's first model request (for the run-level fast path)."""
     run_level_hit: bool = False

@@ -403,6 +403,11 @@ class RedisStore:
         return f"RedisStore({self._description!r})"
 
     @property
+    def database(self) -> int:
+        """The number of the database the store uses (always 0 on a cluster)."""
+        return int(self._options.get("db") or 0)
+
+    @property
     def max_entry_bytes(self) -> int | None:
         """The largest value this store writes and reads, in bytes (`None`: no limit)."""
         return self._max_entry_bytes
@@ -556,13 +561,17 @@ class RedisStore:
         if entry is not None:
             await entry.guard.aclose()
 
-    async def _client(self) -> Redis | RedisCluster:
-        """The client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a cluster.
+    async def client(self) -> Redis | RedisCluster:
+        """The redis-py client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a
+        cluster, with this store's pools, timeouts and credentials.
 
-        Other modules of the library use it for commands beyond the store's (the spend ledger, the semantic
-        index); anything they send to a cluster must keep its keys in one hash slot.
+        For commands beyond the store's (the spend ledger, budgets, the semantic index). Anything sent to a cluster
+        must keep its keys in one hash slot. Do not close it: the store owns it (see `close`).
         """
         return (await self._loop_client()).client
+
+    async def _client(self) -> Redis | RedisCluster:
+        return await self.client()
 
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
