@@ -6,7 +6,7 @@ profile = await cached_agent_run(agent, "Make a profile for Ada", task_name="mak
 
 Thin sugar over the `ResponseCache` capability, plus the run-level fast path: for an agent whose first request
 is fully known from its static configuration, a repeated call is answered with one store read, before
-pydantic-ai's graph starts (see `pyai_caching._fastpath`).
+pydantic-ai's graph starts (see `pyai_caching.engine.fastpath`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.run import AgentRunResult
 
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching.capability import ResponseCache
 from pyai_caching.engine import fastpath as _fastpath
 from pyai_caching.engine import overrides as _overrides
@@ -35,7 +36,7 @@ from pyai_caching.engine.access import OnCacheError
 from pyai_caching.engine.context import CallRecord, current_call
 from pyai_caching.engine.deps_key import deps_material
 from pyai_caching.engine.entries import EntryMeta, RunEntry
-from pyai_caching.engine.keys import dumps_canonical, entry_key, request_digest
+from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
 from pyai_caching.engine.pai_compat import (
     AgentShapeError,
     OutputRecipe,
@@ -349,7 +350,7 @@ async def cached_agent_run(
         template = _fastpath.lookup_template(agent, signature, bool(history))
         if template is None:
             return False, None
-        key = entry_key(ns, "run", template.run_digest(ns, history_canon, prompt, run_extra))
+        key = entry_key(ns, KeyKind.RUN, template.run_digest(ns, history_canon, prompt, run_extra))
         record = CallRecord(owner=cache)
         lookup_started = time.time_ns()
         # Only `full_result` needs the stored messages; decoding them is most of a hit's CPU time.
@@ -541,7 +542,7 @@ async def _store_run(
     recipe, final = proven
     _fastpath.learn_template(agent, signature, record.first_request, history_canon, prompt, recipe)
     ns = cache.resolved_namespace
-    key = entry_key(ns, "run", request_digest(record.first_request, ns, extra=run_extra))
+    key = entry_key(ns, KeyKind.RUN, request_digest(record.first_request, ns, extra=run_extra))
     if record.hits and not record.misses:
         # Every request hit: the run that called the model stored this entry. Reading its head is cheap; encoding
         # all of pydantic-ai's message types would cost the first call of a process hundreds of milliseconds.

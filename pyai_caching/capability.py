@@ -65,7 +65,7 @@ install_observer(Observability())  # counters and OpenTelemetry, through the eng
 class ResponseCache(AbstractCapability[Any]):
     """Cache every model request of a run in Redis, the embedded store, or any `Store`.
 
-    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.keys`): model identity, the
+    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.engine.keys`): model identity, the
     messages as the model receives them, tool/output/instruction definitions and the settings that change the
     answer, plus the namespace. A hit returns a fresh `ModelResponse` with no usage, so the run bills nothing
     for it.
@@ -104,7 +104,7 @@ class ResponseCache(AbstractCapability[Any]):
     """A spend limit for `task_name`, checked before a miss calls the model (`BudgetExceededError`)."""
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
-    long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    long other processes wait for a holder that died before one of them takes over (`pyai_caching.engine.flight`)."""
     max_entry_bytes: int | Literal["store"] | None = "store"
     """Largest entry written, in bytes: a bigger answer is returned but not stored (one warning). `"store"`
     (default): the store's own `max_entry_bytes` (8 MiB unless configured). Reads are capped by the store's limit,
@@ -196,7 +196,7 @@ class ResponseCache(AbstractCapability[Any]):
         return record if record is not None and record.owner is self else None
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
+        """Put the cache around the model that serves each attempt (see `pyai_caching.engine.model_cache`).
 
         Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
         is taken from the request exactly as that model receives it. Misses are retried according to `retry`,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai.usage import RunUsage
 
 if TYPE_CHECKING:
-    from pyai_caching.engine.keys import CanonicalRequest
+    from pyai_caching.engine.canonical import CanonicalRequest
 
 __all__ = ["CallRecord", "SemanticMatch", "current_call"]
 

@@ -34,15 +34,10 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from pyai_caching.engine.keys import (
-    CanonicalRequest,
-    canonical_messages,
-    canonical_settings,
-    digest_json,
-    dumps_canonical,
-    model_identity,
-    tool_definitions,
-)
+from pyai_caching._util.canonical_json import dumps_canonical
+from pyai_caching.engine.canonical import CanonicalRequest, canonical_messages, canonical_settings, tool_definitions
+from pyai_caching.engine.identity import model_identity
+from pyai_caching.engine.keys import digest_json
 from pyai_caching.engine.pai_compat import AgentShapeError, OutputRecipe, fallback_serves, static_parts
 
 __all__ = ["RunTemplate", "learn_template", "lookup_template", "static_signature"]

@@ -4,7 +4,7 @@
 pydantic-ai calls it after every `before_model_request` and `prepare_model_request` hook and every history
 processor has run, and with the model that actually sends the attempt (a `ModelFallback` candidate, a
 `SelectModel` choice, an `agent.override(model=...)`): so the request a `CachingModel` receives is the request the
-model receives, and its key (see `pyai_caching.keys`) is taken from exactly that. A key taken any earlier would
+model receives, and its key (see `pyai_caching.engine.keys`) is taken from exactly that. A key taken any earlier would
 miss the changes those hooks make, and could serve one tenant's answer to another.
 
 On a hit the stored `ModelResponse` is returned as the model's answer; pydantic-ai then runs everything after the
@@ -30,17 +30,12 @@ from pydantic_ai.tools import RunContext
 from pyai_caching.engine import overrides as _overrides
 from pyai_caching.engine import ports
 from pyai_caching.engine.access import StoreAccess, fresh_response
+from pyai_caching.engine.canonical import CanonicalRequest, canonical_request, verify_direct_path
 from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import EntryMeta, ResponseEntry
 from pyai_caching.engine.flight import Fill
-from pyai_caching.engine.keys import (
-    UNKEYABLE_MODEL,
-    CanonicalRequest,
-    canonical_request,
-    entry_key,
-    request_digest,
-    verify_direct_path,
-)
+from pyai_caching.engine.identity import UNKEYABLE_MODEL
+from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
 from pyai_caching.exceptions import CacheMissError
 from pyai_caching.types import CacheMode
 
@@ -94,7 +89,9 @@ class CachingModel(WrapperModel):
                 _warn_unkeyable(served)
                 request.mode = CacheMode.BYPASS
                 return request
-            request.key = entry_key(namespace, "r", request_digest(request.canonical, namespace, extra=cache.key_salt))
+            request.key = entry_key(
+                namespace, KeyKind.REQUEST, request_digest(request.canonical, namespace, extra=cache.key_salt)
+            )
             if request.record is not None and request.record.first_request is None:
                 request.record.first_request = request.canonical
         return request
@@ -113,6 +110,8 @@ class CachingModel(WrapperModel):
             )
         saved = self._saved(request, entry)
         ports.observer().request_lookup(self._cache, _run_context(), request.key, request.label, started, entry, saved)
+        if entry is None and ports.miss_listeners:
+            _tell_miss(self._cache, request)
         if entry is None and request.mode is CacheMode.READ_ONLY:
             hint = _explain_miss(request.access, request.canonical) or (
                 " Run once with cache_mode='read_write' to record it."
@@ -155,7 +154,7 @@ class CachingModel(WrapperModel):
             )
 
     def _fill(self, request: _Request) -> Fill:
-        # Stampede protection (see `_stampede`): of identical concurrent misses, in this process and in the
+        # Stampede protection (`pyai_caching.engine.flight`): of identical concurrent misses, in this process and in the
         # processes sharing the store's locks, one calls the model and the others wait for its entry.
         return Fill(
             request.access,
@@ -293,6 +292,15 @@ def _explain_miss(access: StoreAccess, canonical: CanonicalRequest) -> str | Non
         logger.debug("%s could not explain a miss", access.store.description, exc_info=True)
         return None
     return f"\n{text}" if isinstance(text, str) and text else None
+
+
+def _tell_miss(cache: CacheView, request: _Request) -> None:
+    assert request.canonical is not None
+    for listener in ports.miss_listeners:
+        try:
+            listener(cache, request.key, request.canonical, request.label)
+        except Exception:  # a listener must never break a call; its own tests show its bugs
+            logger.exception("a miss listener failed (%r); the call goes on", listener)
 
 
 def _count_hit(record: CallRecord | None, entry: ResponseEntry, saved: Decimal | None) -> None:

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from pydantic_ai.usage import RequestUsage, RunUsage
 
     from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry, RunEntry
-    from pyai_caching.engine.keys import CanonicalRequest
     from pyai_caching.stores import Store
     from pyai_caching.types import CacheMode
 

@@ -15,9 +15,9 @@ from pyai_caching.semantic.vectors import numpy
 
 if TYPE_CHECKING:
     from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry
-    from pyai_caching.engine.keys import CanonicalRequest
     from pyai_caching.engine.ports import CacheView
 
 __all__ = ["SemanticCache"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pyai_caching.engine import ports
 from pyai_caching.engine.context import SemanticMatch
-from pyai_caching.engine.keys import KEY_PREFIX
+from pyai_caching.engine.keys import KeyKind, kind_prefix
 from pyai_caching.semantic.backends import backend_for
 from pyai_caching.semantic.embedding import embed
 from pyai_caching.semantic.index import Item, Limits
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from pydantic_ai.embeddings import Embedder
 
     from pyai_caching.engine.access import StoreAccess
+    from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.context import CallRecord
     from pyai_caching.engine.entries import ResponseEntry
-    from pyai_caching.engine.keys import CanonicalRequest
     from pyai_caching.engine.ports import CacheView
     from pyai_caching.semantic.embedding import EmbedFunction
     from pyai_caching.semantic.index import Candidate
@@ -172,7 +172,7 @@ async def _verified_entry(
         if not hmac.compare_digest(expected, item.signature):
             logger.warning("semantic index item for %s has a bad signature; ignored", item.key)
             return None
-    if not item.key.startswith(f"{KEY_PREFIX}{namespace}:r:{{"):
+    if not item.key.startswith(kind_prefix(namespace, KeyKind.REQUEST) + "{"):
         return None
     entry = await access.get_response(item.key, record)
     if entry is None or entry.request is None:

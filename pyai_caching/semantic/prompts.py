@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
-from pyai_caching.engine.keys import dumps_canonical
+from pyai_caching._util.canonical_json import dumps_canonical
 
 __all__ = ["SEMANTIC_SCHEMA_VERSION", "context_digest", "split_prompt"]
 

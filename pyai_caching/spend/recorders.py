@@ -11,7 +11,7 @@ Two ways to hear about spend, both optional, on `cached_agent_run` / `cached_age
 A recorder that raises is logged (`pyai_caching` logger) and ignored: the caller still gets its result and the
 cache entry is still written. Recorders are awaited before the call returns, so keep them quick.
 
-`RedisSpendLedger` (in `pyai_caching._ledger`, re-exported here) adds every expense to per-day Redis hashes exactly
+`RedisSpendLedger` (in `pyai_caching.spend.ledger`, re-exported here) adds every expense to per-day Redis hashes exactly
 once, so any number of processes can share one, across Redis outages and restarts; `read_ledger` reads it back
 (the `pyai-caching spend` command uses it) and `TaskBudget` turns it into a per-task spend limit that is checked
 before a cache miss calls the model (hits stay free).

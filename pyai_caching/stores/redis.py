@@ -8,7 +8,7 @@ Built on redis-py's asyncio clients; the URL alone picks the deployment:
   so after a failover the store follows the new master by itself;
 * `redis+cluster://host:port[,host:port]` and `rediss+cluster://` (TLS): a Redis Cluster
   (`redis.asyncio.cluster.RedisCluster`). Keys that must live together share a `{hash tag}` (see
-  `pyai_caching.keys.entry_key`), `scan` and `clear` visit every primary, and `clear` deletes slot by slot.
+  `pyai_caching.engine.keys.entry_key`), `scan` and `clear` visit every primary, and `clear` deletes slot by slot.
 
 Each running event loop gets its own client and connections, created on first use in that loop and closed when
 the loop shuts down (`asyncio.run` and `asyncio.Runner` finalize it) or when `close()` is called in it. Timeouts

@@ -28,7 +28,7 @@ Rules:
 
 * Only request-level entries are kept; run-level entries (keys with `:run:`) are ignored on write and missing on
   read. Entries never expire (`ttl` is ignored) and are never signed (a signed value is refused).
-* Secrets are scrubbed before anything is written (`pyai_caching._scrub`), then the optional `scrub` hook runs
+* Secrets are scrubbed before anything is written (`pyai_caching._util.scrub`), then the optional `scrub` hook runs
   on the entry. Scrubbing never changes a key: keys are computed from the unscrubbed request before the entry
   reaches the store. What is scrubbed in a *response* is replayed scrubbed.
 * Writes are atomic: the whole file is written to a temporary file in the same folder and renamed over the

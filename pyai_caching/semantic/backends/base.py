@@ -1,6 +1,6 @@
 """What every index backend offers, the keys they write, and the Redis fields of a recorded prompt.
 
-Key layout (every key under `pyai_caching:<namespace>:`):
+Key layout (every key under `pyai_caching:<namespace>:`; the kinds are `engine.keys.KeyKind`):
 
 * `sem:{<context>}`: the stream (Redis) or JSON document (any other store) of one context key;
 * `semv:{<context>}`: the document's version (any other store);
@@ -10,9 +10,9 @@ Key layout (every key under `pyai_caching:<namespace>:`):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pyai_caching.engine.keys import KEY_PREFIX, entry_key
+from pyai_caching.engine.keys import KeyKind, entry_key, kind_prefix
 from pyai_caching.semantic.index import Item
 from pyai_caching.semantic.vectors import from_bytes, to_bytes
 
@@ -30,11 +30,6 @@ __all__ = [
     "stream_key",
 ]
 
-_INDEX_KIND: Final = "sem"
-_VERSION_KIND: Final = "semv"
-_SEARCH_INDEX_KIND: Final = "semidx"
-_SEARCH_HASH_KIND: Final = "semh"
-
 
 class Backend(Protocol):
     """Where the vectors of a context key live; every method may raise (the caller fails open)."""
@@ -50,22 +45,22 @@ class Backend(Protocol):
 
 def stream_key(namespace: str, context: str) -> str:
     """The Redis stream of one context key."""
-    return entry_key(namespace, _INDEX_KIND, context)
+    return entry_key(namespace, KeyKind.SEMANTIC, context)
 
 
 def document_keys(namespace: str, context: str) -> tuple[str, str]:
     """The JSON document of one context key and the key of its version."""
-    return entry_key(namespace, _INDEX_KIND, context), entry_key(namespace, _VERSION_KIND, context)
+    return entry_key(namespace, KeyKind.SEMANTIC, context), entry_key(namespace, KeyKind.SEMANTIC_VECTORS, context)
 
 
 def search_index_name(namespace: str, dim: int) -> str:
     """The server-side vector index of a namespace and dimension."""
-    return f"{KEY_PREFIX}{namespace}:{_SEARCH_INDEX_KIND}:{dim}"
+    return f"{kind_prefix(namespace, KeyKind.SEMANTIC_INDEX)}{dim}"
 
 
 def search_hash_prefix(namespace: str, dim: int) -> str:
     """The prefix of the hashes that index indexes (one hash per recorded prompt)."""
-    return f"{KEY_PREFIX}{namespace}:{_SEARCH_HASH_KIND}:{dim}:"
+    return f"{kind_prefix(namespace, KeyKind.SEMANTIC_HASH)}{dim}:"
 
 
 def encode_fields(item: Item, vector: Vector) -> dict[Any, Any]:
