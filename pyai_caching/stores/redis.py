@@ -403,6 +403,11 @@ class RedisStore:
         return f"RedisStore({self._description!r})"
 
     @property
+    def database(self) -> int:
+        """The number of the database the store uses (always 0 on a cluster)."""
+        return int(self._options.get("db") or 0)
+
+    @property
     def max_entry_bytes(self) -> int | None:
         """The largest value this store writes and reads, in bytes (`None`: no limit)."""
         return self._max_entry_bytes
