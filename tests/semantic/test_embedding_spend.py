@@ -162,3 +162,26 @@ async def test_only_requests_that_end_with_a_prompt_are_embedded() -> None:
     (record,) = records
     assert record.misses == 2
     assert record.embedding_calls == 1, "the request carrying the tool's result is not compared by meaning"
+
+
+async def test_the_expense_shows_the_embedding_calls_and_counts_their_cost() -> None:
+    # Issue 16: embedding calls count toward spend and appear in `Expense`, through a real SemanticCache.
+    counter = Counter(payload="Use the reset link.")
+    agent = make_agent(counter)
+    store = MemoryStore()
+    expenses: list[Any] = []
+
+    await cached_agent_run(agent, ASK, "t", semantic=priced(), store=store, expense_hook=expenses.append)
+    await cached_agent_run(agent, PARAPHRASE, "t", semantic=priced(), store=store, expense_hook=expenses.append)
+
+    miss, hit = expenses
+    for expense, prompt in ((miss, ASK), (hit, PARAPHRASE)):
+        used = await tokens(prompt)
+        assert expense.embedding_calls == 1
+        assert expense.embedding_tokens == used
+        assert expense.embedding_cost == PRICE_PER_TOKEN * used
+        assert expense.unpriced_embedding_calls == 0
+    # A semantic hit made no model request, but its embedding was paid for.
+    assert hit.hits == 1
+    assert hit.misses == 0
+    assert hit.total_cost == hit.embedding_cost
