@@ -19,7 +19,7 @@ from typing import Any, Final
 from redis.exceptions import ResponseError
 
 from pyai_caching.engine.entries import _SIG_LEN, _SIG_PREFIX, ENTRY_READ_VERSIONS
-from pyai_caching.engine.keys import KEY_PREFIX
+from pyai_caching.engine.keys import KEY_PREFIX, KeyKind
 from pyai_caching.stores import Store
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "read_value",
 ]
 
-ENTRY_KINDS: Final = {"r": "response", "run": "run"}
+ENTRY_KINDS: Final = {KeyKind.REQUEST.value: "response", KeyKind.RUN.value: "run"}
 """Key kind segment -> envelope kind, for the keys that hold entries."""
 
 _KEY_RE: Final = re.compile(
