@@ -6,7 +6,7 @@ the stream completes, `StreamRecorder.finish` gives the events in their stored f
 (such an entry is version 2; entries without events, version 1, are still read).
 
 On a streamed hit, `hit_stream` hands pydantic-ai a `ReplayedStreamedResponse` that yields the recorded events in
-order, so `run_stream` (`stream_text(delta=True)`, `stream_output`, `stream_responses`), `run_stream_events` and
+order, so `run_stream` (`stream_text(delta=True)`, `stream_output`, `stream_response`), `run_stream_events` and
 `iter` (`node.stream`) see the deltas they saw on the miss. pydantic-ai adds the part ends and the final-result
 event itself, as on the miss, and the response the stream ends with is the stored one. Optional pacing
 (`ResponseCache(replay_pace=...)`) sleeps between events: the recorded gap times the factor.
@@ -188,7 +188,8 @@ class StreamRecorder:
             expected = _response_adapter().validate_json(_response_adapter().dump_json(response)).parts
             same = _rebuild(decoded, params, special_tokens) == expected
         except Exception as error:  # an event that cannot be stored or rebuilt: the entry keeps the response only
-            logger.debug("not recording the stream of this response: %s", type(error).__name__, exc_info=True)
+            # Only the error's type: its message may quote the model's text.
+            logger.debug("not recording the stream of this response: %s", type(error).__name__)
             return None
         if not same:
             logger.debug("not recording the stream of this response: its events do not rebuild the response")
