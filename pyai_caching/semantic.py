@@ -510,7 +510,7 @@ class _StreamBackend(_Backend):
     async def refresh(self, context: str, dim: int) -> _LocalIndex:
         name = self._key(context)
         index = self.state.index(name, dim)
-        client = await self.store._client()
+        client = await self.store.client()
         while True:
             cursor = index.cursor
             async with client.pipeline(transaction=True) as pipe:
@@ -537,7 +537,7 @@ class _StreamBackend(_Backend):
 
     async def add(self, context: str, item: _Item, vector: Vector, config: SemanticCache, ttl: float | None) -> None:
         name = self._key(context)
-        client = await self.store._client()
+        client = await self.store.client()
         async with client.pipeline(transaction=False) as pipe:
             pipe.xadd(name, _encode_fields(item, vector), maxlen=config.max_entries, approximate=True)
             if ttl is not None:
@@ -706,7 +706,7 @@ class _SearchBackend(_Backend):
 
     async def _candidates(self, context: str, query: Vector, config: SemanticCache) -> list[_Candidate]:
         dim = query.shape[0]
-        client: Any = await self.store._client()
+        client: Any = await self.store.client()
         name = await self._ensure_index(client, dim)
         limit = config.max_candidates
         reply = await client.execute_command(
@@ -727,7 +727,7 @@ class _SearchBackend(_Backend):
 
     async def _add(self, context: str, item: _Item, vector: Vector, config: SemanticCache, ttl: float | None) -> None:
         dim = vector.shape[0]
-        client = await self.store._client()
+        client = await self.store.client()
         await self._ensure_index(client, dim)
         name = f"{self._prefix(dim)}{{{context}}}:{hashlib.sha256(item.key.encode()).hexdigest()[:32]}"
         async with client.pipeline(transaction=False) as pipe:
@@ -751,10 +751,10 @@ def _search_rows(reply: Any) -> list[dict[bytes, bytes]]:
 
 async def _has_vector_search(store: RedisStore, state: _StoreState) -> bool:
     if state.vector_search is None:
-        if store._options.get("db", 0) != 0:  # RediSearch indexes only database 0
+        if store.database != 0:  # RediSearch indexes only database 0
             state.vector_search = False
             return False
-        client: Any = await store._client()
+        client: Any = await store.client()
         try:
             await client.execute_command("FT._LIST")
         except ResponseError:

@@ -386,7 +386,7 @@ class RedisSpendLedger:
             if value:
                 args += [metric, value]
         try:
-            client = await self.store._client()
+            client = await self.store.client()
             return bool(await client.register_script(_APPLY)(keys=keys, args=args))
         except BaseException:
             self._outbox.forget_later(forget)  # deleting a marker twice is harmless; never deleting it is not
@@ -516,7 +516,7 @@ class RedisSpendLedger:
     ) -> tuple[list[LedgerRow], list[bool]]:
         """The rows, and whether each of `markers` exists, read in one transaction (one consistent snapshot)."""
         self._start_flusher()
-        client = await self.store._client()
+        client = await self.store.client()
         if total:
             keys: list[tuple[date | None, str]] = [(None, _TOTAL_KEY)]
         else:
