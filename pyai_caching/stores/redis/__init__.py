@@ -16,6 +16,9 @@ are short and redis-py retries nothing but a broken connection, once and at once
 pooled connection broken; the retry reconnects): on a dead or stalled server a call fails after about
 `socket_timeout` seconds (a call queued for a free connection waits at most `pool_timeout` more), and a refused
 connection fails at once.
+
+Inside: `url` parses and checks the URL, `clients` builds redis-py's clients (timeouts, pools, Sentinel, Cluster),
+`scripts` holds the Lua scripts, `store` the `RedisStore` itself.
 """
 
 from pyai_caching.stores.redis.store import RedisStore

@@ -27,6 +27,7 @@ ACCEPTED_FORMS: Final = (
     "redis+cluster://[[user]:password@]host[:port][,host[:port]...] (Cluster; rediss+cluster:// for TLS); "
     "percent-encode special characters in the user and password (for example '@' as %40, '/' as %2F)"
 )
+"""The forms a Redis URL may take, as error messages list them."""
 _SSL_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _CERT_REQS: Final = ("required", "optional", "none")
 URL_OWNED_OPTIONS: Final = frozenset(
@@ -43,6 +44,7 @@ URL_OWNED_OPTIONS: Final = frozenset(
         "ssl",
     }
 )
+"""Connection options that only the URL sets: `RedisStore` refuses them as keyword arguments."""
 _SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster")
 _SENTINEL_PORT: Final = 26379
 _REDIS_PORT: Final = 6379
