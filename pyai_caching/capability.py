@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
@@ -48,8 +49,10 @@ from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.observability import Observability
 from pyai_caching.retry import RetryingModel, RetryPolicy
 from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.budget import Budget
+from pyai_caching.spend.budget_gate import BudgetGate, Charge, check_budgets
 from pyai_caching.spend.costs import ModelCosts, check_custom_costs, price
-from pyai_caching.spend.recorders import TaskBudget
+from pyai_caching.spend.task_budget import TaskBudget
 from pyai_caching.spend.tracker import split_model_label
 from pyai_caching.stores import Store
 from pyai_caching.types import CacheMode
@@ -65,7 +68,7 @@ install_observer(Observability())  # counters and OpenTelemetry, through the eng
 class ResponseCache(AbstractCapability[Any]):
     """Cache every model request of a run in Redis, the embedded store, or any `Store`.
 
-    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.keys`): model identity, the
+    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.engine.keys`): model identity, the
     messages as the model receives them, tool/output/instruction definitions and the settings that change the
     answer, plus the namespace. A hit returns a fresh `ModelResponse` with no usage, so the run bills nothing
     for it.
@@ -100,11 +103,13 @@ class ResponseCache(AbstractCapability[Any]):
     custom_costs: Mapping[str, ModelCosts] | None = None
     """Your prices per model name (or `provider:model name`); they win over genai-prices (see
     `pyai_caching.costs`)."""
-    budget: TaskBudget | None = None
-    """A spend limit for `task_name`, checked before a miss calls the model (`BudgetExceededError`)."""
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None
+    """Spend limits checked before a miss calls the model (`BudgetExceededError`): a `TaskBudget` (per task, read
+    from a spend ledger), a `Budget` (per UTC day or month and per tenant, in USD or tokens, reserved atomically in
+    Redis), or a list of them. Hits are free."""
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
-    long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    long other processes wait for a holder that died before one of them takes over (`pyai_caching.engine.flight`)."""
     max_entry_bytes: int | Literal["store"] | None = "store"
     """Largest entry written, in bytes: a bigger answer is returned but not stored (one warning). `"store"`
     (default): the store's own `max_entry_bytes` (8 MiB unless configured). Reads are capped by the store's limit,
@@ -121,6 +126,7 @@ class ResponseCache(AbstractCapability[Any]):
     _namespace: str = field(init=False, repr=False, compare=False)
     _mode: CacheMode = field(init=False, repr=False, compare=False)
     _salt: str = field(init=False, repr=False, compare=False)
+    _gate: BudgetGate | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._namespace = validate_namespace(self.namespace)
@@ -133,11 +139,8 @@ class ResponseCache(AbstractCapability[Any]):
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {type(self.retry).__name__}")
         check_custom_costs(self.custom_costs)
-        if self.budget is not None:
-            if not isinstance(self.budget, TaskBudget):
-                raise ConfigurationError(f"budget must be a TaskBudget, got {type(self.budget).__name__}")
-            if not self.task_name:
-                raise ConfigurationError("budget needs task_name: the budget is a spend limit per task")
+        budgets = check_budgets(self.budget, task_name=self.task_name)
+        self._gate = BudgetGate(budgets, self.task_name, self._namespace) if budgets else None
         if self.semantic is not None and not isinstance(self.semantic, SemanticCache):
             raise ConfigurationError(
                 f"semantic must be a SemanticCache or None, got {type(self.semantic).__name__}: "
@@ -196,7 +199,7 @@ class ResponseCache(AbstractCapability[Any]):
         return record if record is not None and record.owner is self else None
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
+        """Put the cache around the model that serves each attempt (see `pyai_caching.engine.model_cache`).
 
         Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
         is taken from the request exactly as that model receives it. Misses are retried according to `retry`,
@@ -231,11 +234,17 @@ class ResponseCache(AbstractCapability[Any]):
             provider_api_url=response.provider_url,
         )
 
-    async def check_budget(self, record: CallRecord | None) -> None:
-        """Raise `BudgetExceededError` before a miss calls the model when the task's budget is spent."""
-        if self.budget is not None and self.task_name:
-            pending = record.cost if record is not None else Decimal(0)
-            await self.budget.check(self.task_name, namespace=self._namespace, pending=pending)
+    @property
+    def budget_gate(self) -> BudgetGate | None:
+        """The budgets of this capability, checked before each request sent (`None`: no budget)."""
+        return self._gate
+
+    def spending(self, record: CallRecord | None, ctx: RunContext[Any] | None) -> AbstractAsyncContextManager[Charge]:
+        """Around a request sent to the model: check the budgets first (`BudgetExceededError`), charge them with
+        what `Charge.settle` is given after it."""
+        if self._gate is None:
+            return nullcontext(Charge())
+        return self._gate.request(record, ctx.deps if ctx is not None else None)
 
     def saved_cost(self, model_label: str, usage: RequestUsage | RunUsage, known: Decimal | None) -> Decimal | None:
         """What a hit of `model_label` (`system:name`) saved: your custom price when one applies, else the cost

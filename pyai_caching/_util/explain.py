@@ -1,6 +1,6 @@
 """Explain a replay miss: find the nearest recorded request and say what differs. Pure: no I/O.
 
-Requests are compared in their canonical JSON form (`pyai_caching.keys.CanonicalRequest.to_json_obj`): a
+Requests are compared in their canonical JSON form (`pyai_caching.engine.canonical.CanonicalRequest.to_json_obj`): a
 `header` (model, settings, parameters with tools and instructions) and the `messages`.
 """
 

@@ -3,7 +3,7 @@
 Two rules, applied to a parsed JSON entry, returning a scrubbed copy:
 
 * **names**: in the request's settings (`request.header.settings`, at any depth: `extra_body`, header dicts),
-  the value of every key whose name looks like a credential (`pyai_caching._redact.is_secret_name`: `api_key`,
+  the value of every key whose name looks like a credential (`pyai_caching._util.redact.is_secret_name`: `api_key`,
   `authorization`, `password`, `secret`, `token`, `access_token`, `cookie`, `session`, ...) is replaced (the
   canonical request already holds only a digest there);
 * **shapes**: everywhere in the entry (messages, responses, settings), every string fragment shaped like a

@@ -28,7 +28,6 @@ import asyncio
 import enum
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, cast
@@ -49,6 +48,7 @@ from pyai_caching.engine.entries import (
     encode_entry,
 )
 from pyai_caching.engine.health import reset_health
+from pyai_caching.engine.single_flight import SingleFlight
 from pyai_caching.exceptions import CacheError
 from pyai_caching.stores import Store
 from pyai_caching.stores.base import (
@@ -73,9 +73,8 @@ STORE_LIMIT: Final = "store"
 
 _UNAVAILABLE = (OSError, RedisConnectionError, RedisTimeoutError)  # OSError covers TimeoutError and ConnectionError
 
-_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], asyncio.Future[object]]] = (
-    weakref.WeakKeyDictionary()
-)
+_reads: SingleFlight[object] = SingleFlight()
+"""Reads under way, by (store, key): the bytes their leader read (`None`: a miss), or `_OWN_READ`."""
 _OWN_READ: Any = object()  # what a shared read hands its followers when it failed: read on your own
 
 
@@ -134,26 +133,24 @@ class StoreAccess:
         """Whether operations on the store are being skipped (it failed repeatedly a moment ago)."""
         return health.is_down(self.store)
 
-    async def _guard(
+    async def guard(
         self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
     ) -> tuple[bool, T | None]:
         """Run one store operation under the timeout and error policy: `(worked, result)`.
 
         `quiet` operations (lock releases, clean-ups) never raise, whatever `on_cache_error` says.
         """
-        outcome, result = await self._attempt(operation, awaitable, record, quiet=quiet)
+        outcome, result = await self.attempt(operation, awaitable, record, quiet=quiet)
         return outcome is Outcome.OK, result
 
-    async def _attempt(
+    async def attempt(
         self, operation: str, awaitable: Awaitable[T], record: CallRecord | None, *, quiet: bool = False
     ) -> tuple[Outcome, T | None]:
-        """`_guard`, telling how a failure failed (see `Outcome`)."""
+        """`guard`, telling how a failure failed (see `Outcome`)."""
         raising = self.on_cache_error == "raise" and not quiet
         if not raising and health.should_skip(self.store):
             if isinstance(awaitable, Coroutine):
                 awaitable.close()
-            if record is not None:
-                record.cache_errors += 1
             ports.observer().cache_error(operation, StoreSkipped(), record)
             health.announce_skipping(self.store, operation)
             return Outcome.SKIPPED, None
@@ -191,8 +188,6 @@ class StoreAccess:
         if isinstance(error, EntryTooLargeError):
             self._too_large(operation, error, record)
             return Outcome.BAD_ENTRY, None
-        if record is not None:
-            record.cache_errors += 1
         ports.observer().cache_error(operation, error, record)
         unreachable = isinstance(error, _UNAVAILABLE) and not isinstance(error, SlowTransferError)
         if isinstance(error, SlowTransferError):
@@ -228,7 +223,7 @@ class StoreAccess:
 
     async def read_raw(self, key: str, record: CallRecord | None = None) -> tuple[Outcome, bytes | None]:
         """One read of `key` (not shared with other readers): how it went, and the bytes (`None`: a miss)."""
-        outcome, raw = await self._attempt("get", self.store.get(key), record)
+        outcome, raw = await self.attempt("get", self.store.get(key), record)
         if raw is not None and self._limit is not None and len(raw) > self._limit:
             self._too_large("get", EntryTooLargeError(key, len(raw), self._limit), record)
             return Outcome.BAD_ENTRY, None
@@ -240,25 +235,19 @@ class StoreAccess:
         Reads of one key that overlap in one event loop share a single store round trip, so a burst of identical
         calls costs the store one `GET` (and one connection), not one per call.
         """
-        loop = asyncio.get_running_loop()
-        reads = _reads.get(loop)
-        if reads is None:
-            reads = _reads[loop] = {}
         shared_key = (id(self.store), key)
-        shared = reads.get(shared_key)
+        shared = _reads.under_way(shared_key)
         if shared is not None:
-            found = await asyncio.shield(shared)  # shielded: a caller that gives up must not cancel the others
+            found = await shared.wait()
             if found is not _OWN_READ:
                 return cast("bytes | None", found)
             return (await self.read_raw(key, record))[1]
-        future: asyncio.Future[object] = loop.create_future()
-        reads[shared_key] = future
+        flight = _reads.take_off(shared_key)
         result: object = _OWN_READ
         try:
             _, result = await self.read_raw(key, record)
         finally:
-            del reads[shared_key]
-            future.set_result(result)
+            _reads.land(shared_key, flight, result)
         return result
 
     async def put_raw(self, key: str, value: bytes, record: CallRecord | None = None) -> bool:
@@ -266,12 +255,12 @@ class StoreAccess:
         if self._limit is not None and len(value) > self._limit:
             self._too_large("set", EntryTooLargeError(key, len(value), self._limit), record)
             return False
-        ok, _ = await self._guard("set", self.store.set(key, value, ttl=self.ttl), record)
+        ok, _ = await self.guard("set", self.store.set(key, value, ttl=self.ttl), record)
         return ok
 
     async def delete(self, key: str, record: CallRecord | None = None) -> bool:
         """Delete one entry; never raises (a clean-up that fails is only reported)."""
-        ok, existed = await self._guard("delete", self.store.delete(key), record, quiet=True)
+        ok, existed = await self.guard("delete", self.store.delete(key), record, quiet=True)
         return ok and bool(existed)
 
     async def get_response(self, key: str, record: CallRecord | None = None) -> ResponseEntry | None:

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pyai_caching.engine.keys import dumps_canonical
+from pyai_caching._util.canonical_json import dumps_canonical
 from pyai_caching.exceptions import ConfigurationError
 
 __all__ = ["deps_material"]

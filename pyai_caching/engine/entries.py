@@ -104,7 +104,7 @@ class ResponseEntry:
 class RunEntry:
     """A whole cached agent run (run-level caching): the messages the model sent back, never the validated output.
 
-    On a hit the caller's output type validates the final response again (see `pyai_caching._fastpath`), so
+    On a hit the caller's output type validates the final response again (see `pyai_caching.engine.fastpath`), so
     output code (validators, serializers, secrets, excluded fields) runs exactly as on a miss.
     """
 
@@ -120,7 +120,7 @@ class RunEntry:
     """What the original run consumed (what a hit saves)."""
     final: dict[str, Any]
     """What the output is made from: the final response's text (as pydantic-ai gathers it), its tool calls and
-    the kinds of its parts (see `pyai_caching._pai_compat.final_projection`)."""
+    the kinds of its parts (see `pyai_caching.engine.pai_compat.final_projection`)."""
     output_tool_name: str | None = None
     """The output tool the model called, if the output came through a tool."""
     new_messages: list[ModelMessage]

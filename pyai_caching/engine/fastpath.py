@@ -11,10 +11,10 @@ module learns a *template* from it: the request with the history and the user pr
 recipe* by which pydantic-ai turned the final response into the output. A template is kept only when re-assembling
 it reproduces the observed request exactly and the recipe reproduces the observed output.
 
-Templates are kept on the agent they were learned from, under a *signature* of everything that feeds the first
+Templates are kept on the agent they were learned from, under a *shape* of everything that feeds the first
 request, compared by value on every call: the model's identity, instructions, system prompts, settings, the
 output type, tool definitions (name, description, schema, strictness) and the capability-provided native tools.
-A change to any of them gives a new signature, so a stale template is never used. Anything the signature cannot
+A change to any of them gives a new shape, so a stale template is never used. Anything the shape cannot
 compare (instruction or system-prompt functions, toolsets, capabilities with hooks, output validators or
 functions, validation context, event handlers, `agent.override`, usage limits) makes the call take the graph,
 which is always correct.
@@ -34,18 +34,13 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from pyai_caching.engine.keys import (
-    CanonicalRequest,
-    canonical_messages,
-    canonical_settings,
-    digest_json,
-    dumps_canonical,
-    model_identity,
-    tool_definitions,
-)
+from pyai_caching._util.canonical_json import dumps_canonical
+from pyai_caching.engine.canonical import CanonicalRequest, canonical_messages, canonical_settings, tool_definitions
+from pyai_caching.engine.identity import model_identity
+from pyai_caching.engine.keys import digest_json
 from pyai_caching.engine.pai_compat import AgentShapeError, OutputRecipe, fallback_serves, static_parts
 
-__all__ = ["RunTemplate", "learn_template", "lookup_template", "static_signature"]
+__all__ = ["RunTemplate", "learn_template", "lookup_template", "static_shape"]
 
 _FAST_RUN_KWARGS = frozenset({"deps", "model_settings", "output_type", "instructions", "infer_name"})
 """`agent.run` keywords the fast path understands; any other keyword sends the call through the graph."""
@@ -64,7 +59,7 @@ def _plain_output_type(output_type: Any) -> bool:
     return origin is not None and not callable(getattr(output_type, "__get__", None))
 
 
-def static_signature(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bool) -> tuple[Hashable, ...] | None:
+def static_shape(agent: Any, run_kwargs: Mapping[str, Any], *, whole_run: bool) -> tuple[Hashable, ...] | None:
     """Everything (besides prompt and history) that feeds the agent's first request, as comparable values.
 
     `None` when the agent has dynamic parts, or parts this module does not understand: the call then takes the
@@ -160,15 +155,15 @@ def _templates_of(agent: Any) -> OrderedDict[tuple[Hashable, ...], RunTemplate] 
     return templates if isinstance(templates, OrderedDict) else None
 
 
-def lookup_template(agent: Any, signature: tuple[Hashable, ...], has_history: bool) -> RunTemplate | None:
+def lookup_template(agent: Any, shape: tuple[Hashable, ...], has_history: bool) -> RunTemplate | None:
     """The template learned from this agent for this configuration, if any."""
     templates = _templates_of(agent)
-    return None if templates is None else templates.get((*signature, has_history))
+    return None if templates is None else templates.get((*shape, has_history))
 
 
 def learn_template(
     agent: Any,
-    signature: tuple[Hashable, ...],
+    shape: tuple[Hashable, ...],
     observed: CanonicalRequest,
     history_canonical: list[dict[str, Any]],
     prompt: str,
@@ -201,7 +196,7 @@ def learn_template(
                 agent.__dict__[_TEMPLATES_ATTRIBUTE] = templates
             except (AttributeError, TypeError):
                 return None
-        key = (*signature, bool(history_canonical))
+        key = (*shape, bool(history_canonical))
         templates[key] = template
         templates.move_to_end(key)
         while len(templates) > _MAX_TEMPLATES:

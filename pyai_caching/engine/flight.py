@@ -45,9 +45,8 @@ import logging
 import math
 import secrets
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -62,6 +61,7 @@ from pyai_caching.engine.entries import (
     decode_response_entry,
     encode_entry,
 )
+from pyai_caching.engine.single_flight import Flight, SingleFlight
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import LockingStore, Store
 from pyai_caching.stores.lag import wait_responsive
@@ -86,9 +86,8 @@ have it: the previous holder stored it) before it calls the model."""
 CLEANUP_LIMIT: Final = 5.0
 """Longest a clean-up (a lock release, deleting a failed run's entries) may hold up a call that is ending."""
 
-_flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Flight]] = (
-    weakref.WeakKeyDictionary()
-)
+_fills: SingleFlight[bytes] = SingleFlight()
+"""Fills under way in this process, by (store, key): the encoded entry their leader stored or found."""
 _locking_types: dict[type, bool] = {}
 
 _filling: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
@@ -123,15 +122,6 @@ def _is_locking(store: Store) -> bool:
 
 
 @dataclass(eq=False)
-class _Flight:
-    """One in-process fill of one key, which identical misses of the same event loop wait on."""
-
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the leader is finished, successfully or not."""
-    raw: bytes | None = None
-    """The encoded entry the leader stored or found; `None` when it failed (a waiter then takes over)."""
-
-
 class Fill:
     """The fill of one missing entry: wait for an identical call that is already filling it, or fill it.
 
@@ -146,7 +136,7 @@ class Fill:
         "_fkey",
         "_flight",
         "_key",
-        "_lock",
+        "_lock_token",
         "_lock_ttl",
         "_record",
         "_renewer",
@@ -165,8 +155,8 @@ class Fill:
         self._wait = wait
         self._lock_ttl = lock_ttl
         self._fkey = (id(access.store), key)
-        self._flight: _Flight | None = None
-        self._lock: str | None = None
+        self._flight: Flight[bytes] | None = None
+        self._lock_token: str | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._wait_started: float | None = None
         self._filling_token: contextvars.Token[frozenset[tuple[int, str]]] | None = None
@@ -228,15 +218,14 @@ class Fill:
 
     async def _claim(self) -> ResponseEntry | None:
         """Wait for an identical fill in this process, then (as its leader) across processes; `None`: fill it."""
-        flights = _flights.setdefault(asyncio.get_running_loop(), {})
         takeover = False
-        while (flight := flights.get(self._fkey)) is not None:
+        while (flight := _fills.under_way(self._fkey)) is not None:
             self._started_waiting()
-            await flight.done.wait()
-            if flight.raw is not None and (entry := self._decode(flight.raw)) is not None:
+            raw = await flight.wait()
+            if raw is not None and (entry := self._decode(raw)) is not None:
                 return entry
             takeover = True  # the leader stored nothing: this call (or another waiter) leads now
-        self._flight = flights[self._fkey] = _Flight()
+        self._flight = _fills.take_off(self._fkey)
         if not _is_locking(self._access.store):
             # Without locks, only a takeover looks again: the entry may have come from another process meanwhile.
             return await self._read() if takeover else None
@@ -250,18 +239,18 @@ class Fill:
         answered = time.monotonic()  # when the store last answered a lock command
         while True:
             try:
-                outcome, taken = await self._access._attempt(
+                outcome, taken = await self._access.attempt(
                     "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
                 )
             except asyncio.CancelledError:
                 # The script may have taken the lock before the cancellation arrived: release it by its token on the
                 # way out (a no-op if it was not taken), rather than leave other processes waiting for it to expire.
-                self._lock = token
+                self._lock_token = token
                 raise
             if outcome is Outcome.OK:
                 answered = time.monotonic()
                 if taken:
-                    self._lock = token
+                    self._lock_token = token
                     self._renewer = asyncio.create_task(self._renew(store, name, token))
                     # The previous holder may have stored the entry just before releasing the lock.
                     return await self._read_as_holder()
@@ -341,25 +330,20 @@ class Fill:
     def _publish(self, raw: bytes | None) -> None:
         """Wake the callers of this process waiting on this fill (with the entry, or with nothing)."""
         flight, self._flight = self._flight, None
-        if flight is None:
-            return
-        flights = _flights.get(asyncio.get_running_loop())
-        if flights is not None and flights.get(self._fkey) is flight:
-            del flights[self._fkey]
-        flight.raw = raw
-        flight.done.set()
+        if flight is not None:
+            _fills.land(self._fkey, flight, raw)
 
     async def _finish(self, raw: bytes | None) -> None:
         self._publish(raw)
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()  # not awaited: a renewal that still lands after the release finds no token and is a no-op
-        token, self._lock = self._lock, None
+        token, self._lock_token = self._lock_token, None
         if token is not None:
             store = self._access.store
             assert isinstance(store, LockingStore)
             # Never raises: a lock that cannot be released expires by itself.
-            release = self._access._guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
+            release = self._access.guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
             await _to_the_end(release, min(self._lock_ttl, CLEANUP_LIMIT))
 
 

@@ -4,7 +4,7 @@
 pydantic-ai calls it after every `before_model_request` and `prepare_model_request` hook and every history
 processor has run, and with the model that actually sends the attempt (a `ModelFallback` candidate, a
 `SelectModel` choice, an `agent.override(model=...)`): so the request a `CachingModel` receives is the request the
-model receives, and its key (see `pyai_caching.keys`) is taken from exactly that. A key taken any earlier would
+model receives, and its key (see `pyai_caching.engine.keys`) is taken from exactly that. A key taken any earlier would
 miss the changes those hooks make, and could serve one tenant's answer to another.
 
 On a hit the stored `ModelResponse` is returned as the model's answer; pydantic-ai then runs everything after the
@@ -30,17 +30,13 @@ from pydantic_ai.tools import RunContext
 from pyai_caching.engine import overrides as _overrides
 from pyai_caching.engine import ports
 from pyai_caching.engine.access import StoreAccess, fresh_response
+from pyai_caching.engine.canonical import CanonicalRequest, canonical_request, verify_direct_path
 from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import EntryMeta, ResponseEntry
 from pyai_caching.engine.flight import Fill
-from pyai_caching.engine.keys import (
-    UNKEYABLE_MODEL,
-    CanonicalRequest,
-    canonical_request,
-    entry_key,
-    request_digest,
-    verify_direct_path,
-)
+from pyai_caching.engine.identity import UNKEYABLE_MODEL
+from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
+from pyai_caching.engine.pai_compat import current_run_context
 from pyai_caching.exceptions import CacheMissError
 from pyai_caching.types import CacheMode
 
@@ -94,7 +90,9 @@ class CachingModel(WrapperModel):
                 _warn_unkeyable(served)
                 request.mode = CacheMode.BYPASS
                 return request
-            request.key = entry_key(namespace, "r", request_digest(request.canonical, namespace, extra=cache.key_salt))
+            request.key = entry_key(
+                namespace, KeyKind.REQUEST, request_digest(request.canonical, namespace, extra=cache.key_salt)
+            )
             if request.record is not None and request.record.first_request is None:
                 request.record.first_request = request.canonical
         return request
@@ -157,7 +155,7 @@ class CachingModel(WrapperModel):
             )
 
     def _fill(self, request: _Request) -> Fill:
-        # Stampede protection (see `_stampede`): of identical concurrent misses, in this process and in the
+        # Stampede protection (`pyai_caching.engine.flight`): of identical concurrent misses, in this process and in the
         # processes sharing the store's locks, one calls the model and the others wait for its entry.
         return Fill(
             request.access,
@@ -189,9 +187,9 @@ class CachingModel(WrapperModel):
     ) -> ModelResponse:
         request = self._begin(messages, model_settings, model_request_parameters)
         if request.mode is CacheMode.BYPASS:
-            await self._cache.check_budget(request.record)
-            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-            self._sent(request, response)
+            async with self._cache.spending(request.record, _run_context()) as charge:
+                response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                charge.settle(self._sent(request, response), response.usage)
             return response
         entry = await self._lookup(request)
         if entry is not None:
@@ -201,10 +199,12 @@ class CachingModel(WrapperModel):
             self._waited(request, fill)
             if fill.entry is not None:
                 return self._hit(request, fill.entry)
-            await self._cache.check_budget(request.record)
-            started = time.monotonic()
-            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-            await self._store(request, fill, messages, response, self._sent(request, response))
+            async with self._cache.spending(request.record, _run_context()) as charge:
+                started = time.monotonic()
+                response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                cost = self._sent(request, response)
+                charge.settle(cost, response.usage)
+            await self._store(request, fill, messages, response, cost)
             logger.debug("stored %s after %.1f ms", request.key, (time.monotonic() - started) * 1000)
         return response
 
@@ -222,25 +222,28 @@ class CachingModel(WrapperModel):
             yield _replay(self._hit(request, entry), model_request_parameters)
             return
         if request.mode is CacheMode.BYPASS:
-            await self._cache.check_budget(request.record)
-            async with self.wrapped.request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as stream:
-                yield stream
-            self._sent(request, stream.get())
+            async with self._cache.spending(request.record, run_context or _run_context()) as charge:
+                async with self.wrapped.request_stream(
+                    messages, model_settings, model_request_parameters, run_context
+                ) as stream:
+                    yield stream
+                response = stream.get()
+                charge.settle(self._sent(request, response), response.usage)
             return
         async with self._fill(request) as fill:
             self._waited(request, fill)
             if fill.entry is not None:
                 yield _replay(self._hit(request, fill.entry), model_request_parameters)
                 return
-            await self._cache.check_budget(request.record)
-            async with self.wrapped.request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as stream:
-                yield stream
-            response = stream.get()
-            await self._store(request, fill, messages, response, self._sent(request, response))
+            async with self._cache.spending(request.record, run_context or _run_context()) as charge:
+                async with self.wrapped.request_stream(
+                    messages, model_settings, model_request_parameters, run_context
+                ) as stream:
+                    yield stream
+                response = stream.get()
+                cost = self._sent(request, response)
+                charge.settle(cost, response.usage)
+            await self._store(request, fill, messages, response, cost)
 
 
 def _displayable(value: Any) -> Any:
@@ -279,9 +282,8 @@ def _replay(response: ModelResponse, params: ModelRequestParameters) -> Streamed
 
 
 def _run_context() -> RunContext[Any] | None:
-    from pydantic_ai._run_context import get_current_run_context
-
-    return get_current_run_context()
+    context: RunContext[Any] | None = current_run_context()
+    return context
 
 
 def _explain_miss(access: StoreAccess, canonical: CanonicalRequest) -> str | None:

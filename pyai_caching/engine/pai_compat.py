@@ -9,6 +9,7 @@ always correct; `tests/unit/test_pai_compat.py` fails loudly so that someone upd
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -16,7 +17,19 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
-__all__ = ["AgentShapeError", "OutputRecipe", "StaticParts", "output_recipe", "static_parts"]
+__all__ = [
+    "PRIVATE_AGENT_ATTRIBUTES",
+    "PUBLIC_AGENT_PROPERTIES",
+    "AgentShapeError",
+    "OutputRecipe",
+    "StaticParts",
+    "current_run_context",
+    "output_recipe",
+    "output_tool_name",
+    "override_variables",
+    "run_result",
+    "static_parts",
+]
 
 DEFAULT_CAPABILITIES = frozenset({"ToolSearch", "PendingMessageDrainCapability"})
 """Capabilities every pydantic-ai agent carries that add no hook of their own to a request."""
@@ -52,42 +65,101 @@ _DYNAMIC_ATTRIBUTES = (
     "_output_validators",
     "_cap_instructions",
 )
-"""Attributes that must be empty: each holds code that runs during a run (or a toolset that may)."""
+"""Private attributes that must be empty: each holds code that runs during a run (or a toolset that may)."""
 
-_NONE_ATTRIBUTES = ("_event_stream_handler", "_validation_context", "_instrument", "_cap_model_settings")
-"""Attributes that must be `None`."""
+_NONE_ATTRIBUTES = ("_cap_model_settings",)
+"""Private attributes that must be `None`."""
+
+_READ_ATTRIBUTES = ("_event_hooks", "_instructions", "_function_toolset", "_system_prompts", "_cap_native_tools")
+"""Private attributes read for their values."""
+
+PRIVATE_AGENT_ATTRIBUTES: tuple[str, ...] = (*_DYNAMIC_ATTRIBUTES, *_NONE_ATTRIBUTES, *_READ_ATTRIBUTES, "_metadata")
+"""Every private attribute of `Agent` this library reads; `tests/unit/test_pai_compat.py` checks each exists on the
+pinned pydantic-ai, so a rename fails loudly instead of silently turning the fast path off (or on)."""
+
+PUBLIC_AGENT_PROPERTIES = (
+    "model",
+    "output_type",
+    "event_stream_handler",
+    "validation_context",
+    "instrument",
+    "root_capability",
+    "model_settings",
+)
+"""The public attributes and properties of `Agent` read instead of private attributes where pydantic-ai has one."""
 
 
 def static_parts(agent: Any) -> StaticParts | None:
     """The static configuration of `agent`, or `None` when anything about it is computed during a run."""
     try:
         d = agent.__dict__
-        if any(d[name] for name in _DYNAMIC_ATTRIBUTES):
+        if any(d[name] for name in _DYNAMIC_ATTRIBUTES) or any(d[name] is not None for name in _NONE_ATTRIBUTES):
             return None
-        if any(d[name] is not None for name in _NONE_ATTRIBUTES) or callable(d["model_settings"]):
+        if agent.event_stream_handler is not None or agent.validation_context is not None:
+            return None
+        if agent.instrument is not None or callable(agent.model_settings):
             return None
         if callable(d.get("_metadata")):  # metadata computed per run: only the graph gives a full result's
             return None
         if _has_event_hooks(d["_event_hooks"]) or _override_active(d):
             return None
-        caps = d["_root_capability"].capabilities
+        caps = agent.root_capability.capabilities
         if any(type(c).__name__ not in DEFAULT_CAPABILITIES for c in caps):
             return None
         instructions = d["_instructions"]
         if not all(isinstance(getattr(i, "instruction", None), str) for i in instructions):
             return None
-        tools = tuple(d["_function_toolset"].tools.values())
         return StaticParts(
-            model=d["_model"],
+            model=agent.model,
             instructions=tuple(i.instruction for i in instructions),
             system_prompts=tuple(d["_system_prompts"]),
-            settings=d["model_settings"],
-            output_type=d["_output_type"],
-            tools=tools,
+            settings=agent.model_settings,
+            output_type=agent.output_type,
+            tools=tuple(d["_function_toolset"].tools.values()),
             native_tools=repr(d["_cap_native_tools"]),
         )
     except (KeyError, AttributeError, TypeError) as e:
         raise AgentShapeError(f"pydantic-ai's Agent is not shaped as expected: {type(e).__name__}: {e}") from e
+
+
+def override_variables(agent: Any) -> tuple[ContextVar[Any], ...]:
+    """The context variables `agent.override(...)` sets (`Agent._override_*`): while any holds a value, the agent's
+    configuration is not what its attributes say."""
+    return tuple(
+        value
+        for name, value in agent.__dict__.items()
+        if name.startswith("_override_") and isinstance(value, ContextVar)
+    )
+
+
+def current_run_context() -> Any:
+    """The `RunContext` of the model request in progress, or `None` (pydantic-ai keeps it in a context variable)."""
+    from pydantic_ai._run_context import get_current_run_context
+
+    return get_current_run_context()
+
+
+def run_result(agent: Any, output: Any, history: list[Any], new_messages: list[Any], tool_name: str | None) -> Any:
+    """An `AgentRunResult` made as pydantic-ai's graph makes one: `new_messages` stamped with a new run id and the
+    conversation of `history`, the agent's static metadata, and `output`."""
+    from pydantic_ai._agent_graph import GraphAgentState
+    from pydantic_ai.run import AgentRunResult
+
+    state = GraphAgentState()
+    conversation = next((m.conversation_id for m in reversed(history) if getattr(m, "conversation_id", None)), None)
+    if conversation is not None:
+        state.conversation_id = conversation
+    metadata = getattr(agent, "_metadata", None)
+    state.metadata = metadata if isinstance(metadata, dict) else None
+    stamped = [dataclasses.replace(m, run_id=state.run_id, conversation_id=state.conversation_id) for m in new_messages]
+    state.message_history = [*history, *stamped]
+    return AgentRunResult(output, _output_tool_name=tool_name, _state=state, _new_message_index=len(history))
+
+
+def output_tool_name(result: Any) -> str | None:
+    """The name of the output tool that ended a run (`None`: text output)."""
+    name = getattr(result, "_output_tool_name", None)
+    return name if isinstance(name, str) else None
 
 
 def _has_event_hooks(hooks: Any) -> bool:
@@ -102,14 +174,11 @@ _OVERRIDE_VARS = "_pyai_caching_override_vars"
 
 
 def _override_active(attributes: dict[str, Any]) -> bool:
-    """Whether an `agent.override(...)` is in effect in this context (its values are context variables)."""
+    """Whether an `agent.override(...)` is in effect in this context (its variables are found once per agent)."""
     variables = attributes.get(_OVERRIDE_VARS)
     if not isinstance(variables, tuple):
-        variables = tuple(
-            value
-            for name, value in attributes.items()
-            if name.startswith("_override_") and isinstance(value, ContextVar)
-        )
+        found = attributes.items()
+        variables = tuple(v for name, v in found if name.startswith("_override_") and isinstance(v, ContextVar))
         attributes[_OVERRIDE_VARS] = variables
     return any(variable.get() is not None for variable in variables)
 

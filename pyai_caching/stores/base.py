@@ -68,7 +68,7 @@ def check_max_entry_bytes(value: Any) -> int | None:
 class Store(Protocol):
     """A place to keep cache entries.
 
-    Keys are strings made by `pyai_caching.keys` (they start with the library prefix `pyai_caching:`); values
+    Keys are strings made by `pyai_caching.engine.keys` (they start with the library prefix `pyai_caching:`); values
     are opaque bytes. Every method may raise; the engine decides whether a failure is fatal (see
     `on_cache_error`). Implementations must be safe to use from several tasks of one event loop at once.
     """

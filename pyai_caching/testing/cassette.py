@@ -28,7 +28,7 @@ Rules:
 
 * Only request-level entries are kept; run-level entries (keys with `:run:`) are ignored on write and missing on
   read. Entries never expire (`ttl` is ignored) and are never signed (a signed value is refused).
-* Secrets are scrubbed before anything is written (`pyai_caching._scrub`), then the optional `scrub` hook runs
+* Secrets are scrubbed before anything is written (`pyai_caching._util.scrub`), then the optional `scrub` hook runs
   on the entry. Scrubbing never changes a key: keys are computed from the unscrubbed request before the entry
   reaches the store. What is scrubbed in a *response* is replayed scrubbed.
 * Writes are atomic: the whole file is written to a temporary file in the same folder and renamed over the
@@ -67,7 +67,7 @@ CASSETTE_VERSION: Final = 1
 _SIGNED_PREFIX: Final = b"pyai_caching-hmac-sha256:"
 
 _Entries = dict[str, dict[str, Any]]
-_Signature = tuple[int, int, int]
+_Stamp = tuple[int, int, int]
 
 
 def _is_run_key(key: str) -> bool:
@@ -112,7 +112,7 @@ class CassetteStore:
         """A line appended to the explanation of a replay miss, or `None`."""
         self._lock = threading.RLock()
         self._entries: _Entries | None = None
-        self._signature: _Signature | None = None
+        self._stamp: _Stamp | None = None
         self._used: set[str] = set()
 
     # --- what the plugin reads -----------------------------------------------------------------------------
@@ -286,17 +286,17 @@ class CassetteStore:
 
     def _refresh(self) -> None:
         """Load the file if it was never loaded or changed on disk since (another process recorded into it)."""
-        if self._entries is None or self._stat() != self._signature:
-            self._entries, self._signature = self._read()
+        if self._entries is None or self._stat() != self._stamp:
+            self._entries, self._stamp = self._read()
 
-    def _stat(self) -> _Signature | None:
+    def _stat(self) -> _Stamp | None:
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _read(self) -> tuple[_Entries, _Signature | None]:
+    def _read(self) -> tuple[_Entries, _Stamp | None]:
         try:
             with open(self._path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -388,5 +388,5 @@ class CassetteStore:
                     entries.pop(key, None)
                 if always_write or removed:
                     self._write(entries)
-                self._entries, self._signature = entries, self._stat()
+                self._entries, self._stamp = entries, self._stat()
             return len(removed)

@@ -1,4 +1,4 @@
-"""Whole-run deps in the key: lossless, or a clear error (`pyai_caching._deps_key`, through the public API too)."""
+"""Whole-run deps in the key: lossless, or a clear error (`pyai_caching.engine.deps_key`, and the public API)."""
 
 from __future__ import annotations
 

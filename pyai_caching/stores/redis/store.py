@@ -306,11 +306,15 @@ class RedisStore:
         """The redis-py client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a
         cluster. It is the store's own: do not close it (`close()` does).
 
-        For commands beyond the store's (the spend ledger and the semantic index use it). Anything sent to a
+        For commands beyond the store's (the spend ledger, budgets and the semantic index use it). Anything sent to a
         cluster must keep the keys of one command in one hash slot (see `pyai_caching.engine.keys`), and every
         command must be allowed by the ACL rule the deployment gives this store's user.
         """
         return (await self._loop_client()).client
+
+    async def _client(self) -> Redis | RedisCluster:
+        # The former name of `client()`, kept for code written against it before it became public.
+        return await self.client()
 
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()

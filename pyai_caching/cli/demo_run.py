@@ -1,4 +1,5 @@
-"""`pyai-caching demo`: the main job end to end, with no server and no API key.
+"""What `pyai-caching demo` runs (the command itself is in `demo`): the main job end to end, with no server and no
+API key.
 
 A real pydantic-ai `Agent` with structured output (`UserProfile`) on a `FunctionModel` that takes as long as a
 real model and reports token usage, called three times through `cached_agent_run`: the first call misses and

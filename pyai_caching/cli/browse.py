@@ -1,8 +1,8 @@
-"""Read what a store holds without knowing the agents that wrote it (for the CLI).
+"""Read what a store holds without knowing the agents that wrote it (for `stats`, `inspect` and `clear`).
 
-Entries are read as plain JSON envelopes (see `_serialization`): the CLI has no output types to decode run entries
-into, and does not need them to count, filter, show or delete entries. Signatures are not checked here (the CLI
-holds no secret); a signed entry is shown as signed.
+Entries are read as plain JSON envelopes (see `pyai_caching.engine.entries`): the CLI has no output types to decode
+run entries into, and does not need them to count, filter, show or delete entries. Signatures are not checked here
+(the CLI holds no secret); a signed entry is shown as signed.
 """
 
 from __future__ import annotations
