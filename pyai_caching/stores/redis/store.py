@@ -312,10 +312,6 @@ class RedisStore:
         """
         return (await self._loop_client()).client
 
-    async def _client(self) -> Redis | RedisCluster:
-        # The former name of `client()`, kept for code written against it before it became public.
-        return await self.client()
-
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
