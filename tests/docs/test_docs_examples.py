@@ -1,0 +1,199 @@
+"""The docs cannot drift from the code: every block marked `<!-- check -->` runs and prints what the page shows.
+
+See `_blocks.py` for the convention. Also: every Python block of the docs at least parses (top-level `await`
+allowed, as in a notebook) and imports only names that exist, and every relative link of README.md points to a
+file of the repository.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from _blocks import ROOT, Block, Example, blocks, examples, normalized, python_blocks
+from _redis_servers import RedisServer
+
+EXAMPLES = examples()
+PYTHON_BLOCKS = python_blocks()
+EXAMPLE_PROJECT = ROOT / "examples" / "recorded_tests"
+
+
+class Outcome(NamedTuple):
+    folder: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _environment(folder: Path, redis_url: str | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("LLM_CACHE_", "REDIS_URL"))}
+    env["LLM_CACHE_DIR"] = str(folder / "cache")
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def run_examples(runs: list[tuple[Example, Path, str | None]]) -> list[Outcome]:
+    """Run each example in its folder (with a Redis URL if it needs one): see `_runner.py`."""
+    jobs = []
+    for example, folder, redis_url in runs:
+        doctest = example.block.code.lstrip().startswith(">>>")
+        script = folder / ("example.txt" if doctest else "example.py")
+        script.write_text(example.block.code, encoding="utf-8")
+        jobs.append(
+            {
+                "script": str(script),
+                "doctest": doctest,
+                "args": [redis_url] if redis_url is not None else [],
+                "cwd": str(folder),
+                "env": _environment(folder, redis_url),
+                "stdout": str(folder / "stdout.txt"),
+                "stderr": str(folder / "stderr.txt"),
+            }
+        )
+    runner = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_runner.py")), "--parallel", "3"],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert runner.returncode == 0, f"the example runner failed:\n{runner.stdout}\n{runner.stderr}"
+    codes = json.loads(runner.stdout.strip().split("\n")[-1])["exit codes"]
+    return [
+        Outcome(
+            folder,
+            code,
+            (folder / "stdout.txt").read_text(encoding="utf-8"),
+            (folder / "stderr.txt").read_text(encoding="utf-8"),
+        )
+        for (_, folder, _), code in zip(runs, codes, strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every example run once. Those that need Redis each get a database of the session's throwaway server."""
+    server: RedisServer | None = request.getfixturevalue("redis_server") if any(e.redis for e in EXAMPLES) else None
+    databases = iter(range(16))
+    runs: list[tuple[Example, Path, str | None]] = []
+    for example in EXAMPLES:
+        redis_url = None
+        if example.redis:
+            assert server is not None
+            db = next(databases)
+            with server.client(db=db) as client:
+                client.flushdb()
+            redis_url = server.url(db=db)
+        runs.append((example, tmp_path_factory.mktemp("example"), redis_url))
+    return dict(zip([e.name for e in EXAMPLES], run_examples(runs), strict=True))
+
+
+def test_the_docs_have_checked_examples() -> None:
+    """A parser that silently finds nothing would make every check below pass."""
+    assert len(EXAMPLES) >= 15
+    pages = {example.block.path.name for example in EXAMPLES}
+    assert {"README.md", "getting-started.md", "spend.md", "observability.md", "semantic.md"} <= pages
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_example_prints_what_the_docs_show(example: Example, outcomes: dict[str, Outcome]) -> None:
+    result = outcomes[example.name]
+    where = f"{example.name} (the block ran in {result.folder})"
+    assert result.returncode == 0, f"{where} failed:\n{result.stdout}\n{result.stderr}"
+    if example.stdout is not None:
+        assert normalized(result.stdout, example.vary) == normalized(example.stdout, example.vary), where
+    assert normalized(result.stderr, example.vary) == normalized(example.stderr, example.vary), where
+
+
+def _parse(block: Block) -> ast.Module:
+    code = block.code
+    if code.lstrip().startswith(">>>"):
+        code = "\n".join(line[4:] for line in code.split("\n") if line.startswith((">>> ", "... ")))
+    tree = compile(code, str(block.path), "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    assert isinstance(tree, ast.Module)
+    return tree
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"{b.path.relative_to(ROOT)}:{b.line}" for b in PYTHON_BLOCKS])
+def test_python_block_parses_and_imports_existing_names(block: Block) -> None:
+    """Blocks that cannot run here (a real model, a Redis at a made-up host) still name only what exists."""
+    for node in ast.walk(_parse(block)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pyai_caching":
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name) or alias.name == "*", (
+                    f"{block.path.relative_to(ROOT)}:{block.line}: {node.module} has no {alias.name}"
+                )
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "pyai_caching":
+                    importlib.import_module(alias.name)
+
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def test_readme_relative_links_point_to_files() -> None:
+    readme = ROOT / "README.md"
+    targets = [m.group("target") for m in _LINK.finditer(readme.read_text(encoding="utf-8"))]
+    relative = [t for t in targets if not re.match(r"^[a-z]+:", t) and not t.startswith("#")]
+    assert relative, "README.md links into the docs"
+    missing = [t for t in relative if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    for target in relative:
+        path, _, anchor = target.partition("#")
+        if anchor and path.endswith(".md"):
+            headings = [b for b in blocks(ROOT / path) if isinstance(b, str)]
+            slugs = {_slug(h.lstrip("#").strip()) for h in headings}
+            assert anchor in slugs, f"README.md links to {target}, but {path} has no heading with that anchor"
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub and MkDocs give a heading (they agree on the headings of these docs)."""
+    text = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", ""))
+    return text.strip().replace(" ", "-")
+
+
+def _definitions(tree: ast.Module) -> dict[str, str]:
+    """Top-level classes, functions and assignments, without docstrings and annotations of return values."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            node = copy.deepcopy(node)
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                node.body = body[1:] or [ast.Pass()]
+            if not isinstance(node, ast.ClassDef):
+                node.returns = None
+            found[node.name] = ast.dump(node)
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = ast.dump(node)
+    return found
+
+
+PROJECT_BLOCKS = [b for b in PYTHON_BLOCKS if b.code.startswith(("# profiles.py", "# tests/test_profiles.py"))]
+
+
+@pytest.mark.parametrize("block", PROJECT_BLOCKS, ids=[f"{b.path.relative_to(ROOT)}:{b.line}" for b in PROJECT_BLOCKS])
+def test_recorded_tests_quick_start_is_the_example_project(block: Block) -> None:
+    """The recorded-tests quick start cannot run here (it records with a real key); the example project it shows
+    can, with the cassettes it ships, and tests/plugin/test_example.py runs it. So its code must be the project's."""
+    name = block.code.split("\n", 1)[0].removeprefix("# ").split(":")[0]
+    shown = _definitions(_parse(block))
+    actual = _definitions(ast.parse((EXAMPLE_PROJECT / name).read_text(encoding="utf-8")))
+    assert shown, block.code
+    for definition, dump in shown.items():
+        assert actual.get(definition) == dump, (
+            f"{block.path.relative_to(ROOT)}:{block.line}: {definition} differs from {name}"
+        )
