@@ -197,3 +197,24 @@ def test_recorded_tests_quick_start_is_the_example_project(block: Block) -> None
         assert actual.get(definition) == dump, (
             f"{block.path.relative_to(ROOT)}:{block.line}: {definition} differs from {name}"
         )
+
+
+def test_the_acl_rule_shown_is_the_one_the_deployment_tests_prove() -> None:
+    """tests/deployments proves MINIMAL_ACL is enough and that each part is needed; the docs must show that rule."""
+    source = (ROOT / "tests" / "deployments" / "_deployments.py").read_text(encoding="utf-8")
+    [assignment] = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "MINIMAL_ACL"
+    ]
+    assert assignment.value is not None
+    proven = list(ast.literal_eval(assignment.value))
+    shown = [
+        line.split()
+        for path in (ROOT / "docs" / "guide" / "deployments.md", ROOT / "docs" / "guide" / "stores.md")
+        for line in path.read_text(encoding="utf-8").split("\n")
+        if line.startswith("ACL SETUSER cache on >s3cret ")
+    ]
+    assert len(shown) == 2
+    for tokens in shown:
+        assert tokens[5:] == proven
