@@ -7,13 +7,19 @@ fenced block without a language (or `text`), before the next heading or code blo
 on stdout; stderr must then be empty, unless the marker says `stderr`, in which case the fenced block after the
 output is what it must print on stderr. A block that starts with `>>>` is run as a doctest instead.
 
+`<!-- check console -->` marks a plain block that is a terminal session: its `$ ` lines are run, one after the
+other, by one `bash` in an empty folder (the package's scripts on `PATH`, stdout and stderr together), and what
+they print must be the other lines of the block.
+
 Options in the marker, separated by spaces:
 
-- `redis`: the script gets the URL of an empty database of a throwaway `redis-server`, as `sys.argv[1]` and as
-  the `REDIS_URL` environment variable.
+- `redis`: a throwaway `redis-server` stands in for the docs' Redis, `redis://127.0.0.1:47863/0`. A script gets
+  its URL as `sys.argv[1]` and as the `REDIS_URL` environment variable; in a terminal session, that address in a
+  command is replaced by the server's. In what is printed, the server's address is shown as the docs' again.
 - `stderr`: compare stderr with the block after the output block.
-- `vary="REGEX"` (any number of them): what matches varies from run to run (a time, a port, a temporary path,
-  a random wait); it is replaced by `<...>` in the expected and the actual output before they are compared.
+- `columns=N`: the terminal width a session's commands see (80 by default, as in a pipe).
+- `vary='REGEX'` (any number of them): what matches varies from run to run (a time, a date, a temporary path, a
+  random wait); it is replaced by `<...>` in the expected and the actual output before they are compared.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+DOCS_REDIS = "127.0.0.1:47863"
+"""The address of the Redis the docs' examples show; a throwaway server stands in for it."""
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*check(?P<options>(?:\s[^>]*)?)-->\s*$")
@@ -54,6 +62,8 @@ class Example:
     stderr: str
     redis: bool = False
     vary: list[str] = field(default_factory=list)
+    console: bool = False
+    columns: int = 80
 
     @property
     def name(self) -> str:
@@ -113,12 +123,20 @@ def examples() -> list[Example]:
         for index, item in enumerate(items):
             if not isinstance(item, Block) or item.marker is None:
                 continue
-            if item.info != "python":
-                raise ValueError(f"{path}:{item.line}: <!-- check --> marks a {item.info or 'plain'} block")
             options = shlex.split(item.marker)
-            unknown = [o for o in options if o not in ("redis", "stderr") and not o.startswith("vary=")]
+            known = ("redis", "stderr", "console")
+            unknown = [o for o in options if o not in known and not o.startswith(("vary=", "columns="))]
             if unknown:
                 raise ValueError(f"{path}:{item.line}: unknown option(s) {unknown} in <!-- check -->")
+            vary = [o.removeprefix("vary=") for o in options if o.startswith("vary=")]
+            columns = [int(o.removeprefix("columns=")) for o in options if o.startswith("columns=")]
+            if "console" in options:
+                if item.info not in ("", "console") or not item.code.startswith("$ "):
+                    raise ValueError(f"{path}:{item.line}: <!-- check console --> marks a block that is no session")
+                found.append(Example(item, item.code, "", "redis" in options, vary, True, *columns))
+                continue
+            if item.info != "python":
+                raise ValueError(f"{path}:{item.line}: <!-- check --> marks a {item.info or 'plain'} block")
             following = items[index + 1 : index + 3]
             if item.code.lstrip().startswith(">>>"):
                 following = [Block(path, item.line, "", "")]  # a doctest shows its output itself, prints nothing
@@ -134,7 +152,7 @@ def examples() -> list[Example]:
                     stdout=stdout.code if isinstance(stdout, Block) else None,
                     stderr=stderr,
                     redis="redis" in options,
-                    vary=[o.removeprefix("vary=") for o in options if o.startswith("vary=")],
+                    vary=vary,
                 )
             )
     return found

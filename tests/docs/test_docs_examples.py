@@ -13,13 +13,15 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
-from _blocks import ROOT, Block, Example, blocks, examples, normalized, python_blocks
+from _blocks import DOCS_REDIS, ROOT, Block, Example, blocks, examples, normalized, python_blocks
 from _redis_servers import RedisServer
 
 EXAMPLES = examples()
@@ -34,51 +36,83 @@ class Outcome(NamedTuple):
     stderr: str
 
 
-def _environment(folder: Path, redis_url: str | None) -> dict[str, str]:
+class Run(NamedTuple):
+    example: Example
+    folder: Path
+    redis_url: str | None
+    """The throwaway server's database standing in for the docs' `redis://127.0.0.1:47863/0`."""
+
+
+def _environment(run: Run) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("LLM_CACHE_", "REDIS_URL"))}
-    env["LLM_CACHE_DIR"] = str(folder / "cache")
-    if redis_url is not None:
-        env["REDIS_URL"] = redis_url
+    env["LLM_CACHE_DIR"] = str(run.folder / "cache")
+    if run.redis_url is not None:
+        env["REDIS_URL"] = run.redis_url
     return env
 
 
-def run_examples(runs: list[tuple[Example, Path, str | None]]) -> list[Outcome]:
-    """Run each example in its folder (with a Redis URL if it needs one): see `_runner.py`."""
-    jobs = []
-    for example, folder, redis_url in runs:
-        doctest = example.block.code.lstrip().startswith(">>>")
-        script = folder / ("example.txt" if doctest else "example.py")
-        script.write_text(example.block.code, encoding="utf-8")
-        jobs.append(
-            {
-                "script": str(script),
-                "doctest": doctest,
-                "args": [redis_url] if redis_url is not None else [],
-                "cwd": str(folder),
-                "env": _environment(folder, redis_url),
-                "stdout": str(folder / "stdout.txt"),
-                "stderr": str(folder / "stderr.txt"),
-            }
+def _redis_address(run: Run) -> tuple[str, str]:
+    """The throwaway server's `host:port` and `host:port/db`."""
+    assert run.redis_url is not None
+    address = run.redis_url.removeprefix("redis://")
+    return address.rsplit("/", 1)[0], address
+
+
+def _job(run: Run, folder: Path) -> dict[str, Any]:
+    """What `_runner.py` runs for an example."""
+    env = _environment(run)
+    job: dict[str, Any] = {
+        "cwd": str(folder),
+        "env": env,
+        "stdout": str(run.folder / "stdout.txt"),
+        "stderr": str(run.folder / "stderr.txt"),
+    }
+    if run.example.console:
+        commands = [line[2:] for line in run.example.block.code.split("\n") if line.startswith("$ ")]
+        if run.redis_url is not None:
+            host_port, host_port_db = _redis_address(run)
+            commands = [c.replace(f"{DOCS_REDIS}/0", host_port_db).replace(DOCS_REDIS, host_port) for c in commands]
+        env.pop("REDIS_URL", None)
+        env.update(COLUMNS=str(run.example.columns), TERM="dumb")
+        return job | {"commands": commands}
+    doctest = run.example.block.code.lstrip().startswith(">>>")
+    script = run.folder / ("example.txt" if doctest else "example.py")
+    script.write_text(run.example.block.code, encoding="utf-8")
+    args = [run.redis_url] if run.redis_url is not None else []
+    return job | {"script": str(script), "doctest": doctest, "args": args}
+
+
+def run_examples(runs: list[Run]) -> list[Outcome]:
+    """Run the examples (see `_runner.py`), and show the throwaway Redis as the docs' one."""
+    # Terminal sessions run in a short folder, whatever $TMPDIR is: paths are part of what the commands print,
+    # and a long one would wrap.
+    short = Path(tempfile.mkdtemp(prefix="pyai-docs-", dir="/tmp"))
+    try:
+        jobs = [_job(run, short / str(i) if run.example.console else run.folder) for i, run in enumerate(runs)]
+        for job in jobs:
+            Path(job["cwd"]).mkdir(exist_ok=True)
+        runner = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("_runner.py")), "--parallel", "3"],
+            input=json.dumps(jobs),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-    runner = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("_runner.py")), "--parallel", "3"],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     assert runner.returncode == 0, f"the example runner failed:\n{runner.stdout}\n{runner.stderr}"
     codes = json.loads(runner.stdout.strip().split("\n")[-1])["exit codes"]
-    return [
-        Outcome(
-            folder,
-            code,
-            (folder / "stdout.txt").read_text(encoding="utf-8"),
-            (folder / "stderr.txt").read_text(encoding="utf-8"),
-        )
-        for (_, folder, _), code in zip(runs, codes, strict=True)
-    ]
+    outcomes = []
+    for run, code in zip(runs, codes, strict=True):
+        stdout = (run.folder / "stdout.txt").read_text(encoding="utf-8")
+        stderr = (run.folder / "stderr.txt").read_text(encoding="utf-8")
+        if run.redis_url is not None:
+            server, database = _redis_address(run)
+            shown = [t.replace(database, f"{DOCS_REDIS}/0").replace(server, DOCS_REDIS) for t in (stdout, stderr)]
+            stdout, stderr = shown
+        outcomes.append(Outcome(run.folder, code, stdout, stderr))
+    return outcomes
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +120,7 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """Every example run once. Those that need Redis each get a database of the session's throwaway server."""
     server: RedisServer | None = request.getfixturevalue("redis_server") if any(e.redis for e in EXAMPLES) else None
     databases = iter(range(16))
-    runs: list[tuple[Example, Path, str | None]] = []
+    runs: list[Run] = []
     for example in EXAMPLES:
         redis_url = None
         if example.redis:
@@ -95,7 +129,7 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             with server.client(db=db) as client:
                 client.flushdb()
             redis_url = server.url(db=db)
-        runs.append((example, tmp_path_factory.mktemp("example"), redis_url))
+        runs.append(Run(example, tmp_path_factory.mktemp("example"), redis_url))
     return dict(zip([e.name for e in EXAMPLES], run_examples(runs), strict=True))
 
 
@@ -103,7 +137,7 @@ def test_the_docs_have_checked_examples() -> None:
     """A parser that silently finds nothing would make every check below pass."""
     assert len(EXAMPLES) >= 15
     pages = {example.block.path.name for example in EXAMPLES}
-    assert {"README.md", "getting-started.md", "spend.md", "observability.md", "semantic.md"} <= pages
+    assert {"README.md", "getting-started.md", "spend.md", "observability.md", "semantic.md", "cli.md"} <= pages
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
