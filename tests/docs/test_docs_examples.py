@@ -118,10 +118,15 @@ def run_examples(runs: list[Run]) -> list[Outcome]:
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Every example run once. Those that need Redis each get a database of the session's throwaway server."""
-    server: RedisServer | None = request.getfixturevalue("redis_server") if any(e.redis for e in EXAMPLES) else None
+    selected = [
+        item.callspec.params["example"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and hasattr(item, "callspec") and "example" in item.callspec.params
+    ]  # only the examples of the tests that run (`-k`)
+    server: RedisServer | None = request.getfixturevalue("redis_server") if any(e.redis for e in selected) else None
     databases = iter(range(16))
     runs: list[Run] = []
-    for example in EXAMPLES:
+    for example in selected:
         redis_url = None
         if example.redis:
             assert server is not None
@@ -130,7 +135,7 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
                 client.flushdb()
             redis_url = server.url(db=db)
         runs.append(Run(example, tmp_path_factory.mktemp("example"), redis_url))
-    return dict(zip([e.name for e in EXAMPLES], run_examples(runs), strict=True))
+    return dict(zip([e.name for e in selected], run_examples(runs), strict=True))
 
 
 def test_the_docs_have_checked_examples() -> None:
