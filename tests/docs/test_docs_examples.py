@@ -123,6 +123,7 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         for item in request.session.items
         if isinstance(item, pytest.Function) and hasattr(item, "callspec") and "example" in item.callspec.params
     ]  # only the examples of the tests that run (`-k`)
+    assert sum(e.redis for e in selected) <= 16, "examples that need Redis get a database each: 16 at most"
     server: RedisServer | None = request.getfixturevalue("redis_server") if any(e.redis for e in selected) else None
     databases = iter(range(16))
     runs: list[Run] = []
