@@ -31,7 +31,8 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import cached_agent_run
-from pyai_caching.keys import canonical_request, request_digest
+from pyai_caching.engine.canonical import canonical_request
+from pyai_caching.engine.keys import request_digest
 
 __all__ = [
     "PROMPT",

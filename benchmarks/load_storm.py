@@ -49,7 +49,8 @@ async def _worker(options: dict[str, Any]) -> None:
     from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-    from pyai_caching import cached_agent_run, metrics
+    from pyai_caching import cached_agent_run
+    from pyai_caching.observability import metrics
 
     calls = 0
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from pyai_caching._version import __version__
 
 if TYPE_CHECKING:
-    from .api import cached_agent_run, cached_agent_run_sync, clear_cache, clear_cache_async
-    from .capability import DEFAULT_TTL, ResponseCache
-    from .costs import ModelCosts
-    from .exceptions import (
+    from pyai_caching.api import cached_agent_run, cached_agent_run_sync, clear_cache, clear_cache_async
+    from pyai_caching.capability import DEFAULT_TTL, ResponseCache
+    from pyai_caching.exceptions import (
         BudgetExceededError,
         CacheError,
         CacheMissError,
@@ -23,7 +22,12 @@ if TYPE_CHECKING:
         PyAICachingError,
         RateLimitError,
     )
-    from .recorders import (
+    from pyai_caching.retry import RetryingModel, RetryPolicy
+    from pyai_caching.semantic import SemanticCache, SemanticMatch
+    from pyai_caching.spend.budget import Budget
+    from pyai_caching.spend.budget_usage import BudgetUsage, read_budget_usage, read_budget_usage_async
+    from pyai_caching.spend.costs import ModelCosts
+    from pyai_caching.spend.recorders import (
         Expense,
         LedgerRow,
         LoggingRecorder,
@@ -32,10 +36,8 @@ if TYPE_CHECKING:
         read_ledger,
         read_ledger_async,
     )
-    from .retry import RetryingModel, RetryPolicy
-    from .semantic import SemanticCache, SemanticMatch
-    from .stores import LocalStore, MemoryStore, RedisStore, Store
-    from .types import CacheMode
+    from pyai_caching.stores import LocalStore, MemoryStore, RedisStore, Store
+    from pyai_caching.types import CacheMode
 
 _EXPORTS: dict[str, str] = {
     "cached_agent_run": "api",
@@ -44,20 +46,24 @@ _EXPORTS: dict[str, str] = {
     "clear_cache_async": "api",
     "DEFAULT_TTL": "capability",
     "ResponseCache": "capability",
-    "ModelCosts": "costs",
+    "ModelCosts": "spend.costs",
     "BudgetExceededError": "exceptions",
     "CacheError": "exceptions",
     "CacheMissError": "exceptions",
     "ConfigurationError": "exceptions",
     "PyAICachingError": "exceptions",
     "RateLimitError": "exceptions",
-    "Expense": "recorders",
-    "LedgerRow": "recorders",
-    "LoggingRecorder": "recorders",
-    "RedisSpendLedger": "recorders",
-    "TaskBudget": "recorders",
-    "read_ledger": "recorders",
-    "read_ledger_async": "recorders",
+    "Expense": "spend.recorders",
+    "LedgerRow": "spend.recorders",
+    "LoggingRecorder": "spend.recorders",
+    "RedisSpendLedger": "spend.recorders",
+    "TaskBudget": "spend.recorders",
+    "Budget": "spend.budget",
+    "BudgetUsage": "spend.budget_usage",
+    "read_budget_usage": "spend.budget_usage",
+    "read_budget_usage_async": "spend.budget_usage",
+    "read_ledger": "spend.recorders",
+    "read_ledger_async": "spend.recorders",
     "RetryingModel": "retry",
     "RetryPolicy": "retry",
     "SemanticCache": "semantic",
@@ -89,6 +95,10 @@ __all__ = [
     "LoggingRecorder",
     "RedisSpendLedger",
     "TaskBudget",
+    "Budget",
+    "BudgetUsage",
+    "read_budget_usage",
+    "read_budget_usage_async",
     "read_ledger",
     "read_ledger_async",
     "RetryingModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._cli_entry import main
+from pyai_caching._cli_entry import main
 
 if __name__ == "__main__":
     main()

@@ -8,10 +8,10 @@ import sys
 
 def main() -> None:
     if sys.argv[1:] == ["--version"]:
-        from ._version import __version__
+        from pyai_caching._version import __version__
 
         print(f"pyai-caching {__version__}")
         return
-    from .cli import main as cli_main
+    from pyai_caching.cli import main as cli_main
 
     cli_main()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
@@ -26,34 +27,48 @@ from pydantic_ai.messages import ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
+from pydantic_ai.usage import RequestUsage, RunUsage
 
-from ._access import OnCacheError, StoreAccess
-from ._context import CallRecord, current_call
-from ._pai_compat import fallback_serves
-from ._redact import redact_url
-from ._registry import resolve_store
-from ._serialization import ResponseEntry
-from ._stampede import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
-from ._validation import DEFAULT_TTL, check_cache_version, check_on_cache_error, check_secret, check_timeout, check_ttl
-from .costs import ModelCosts, check_custom_costs, price
-from .exceptions import ConfigurationError
-from .keys import validate_namespace
-from .recorders import TaskBudget
-from .retry import RetryingModel, RetryPolicy
-from .semantic import SemanticCache
-from .stores import Store
-from .types import CacheMode
+from pyai_caching._util.redact import redact_url
+from pyai_caching.engine.access import OnCacheError, StoreAccess
+from pyai_caching.engine.context import CallRecord, current_call
+from pyai_caching.engine.flight import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
+from pyai_caching.engine.keys import validate_namespace
+from pyai_caching.engine.pai_compat import fallback_serves
+from pyai_caching.engine.ports import install_observer
+from pyai_caching.engine.registry import resolve_store
+from pyai_caching.engine.validation import (
+    DEFAULT_TTL,
+    check_cache_version,
+    check_on_cache_error,
+    check_secret,
+    check_timeout,
+    check_ttl,
+)
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.observability import Observability
+from pyai_caching.retry import RetryingModel, RetryPolicy
+from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.budget import Budget
+from pyai_caching.spend.budget_gate import BudgetGate, Charge, check_budgets
+from pyai_caching.spend.costs import ModelCosts, check_custom_costs, price
+from pyai_caching.spend.task_budget import TaskBudget
+from pyai_caching.spend.tracker import split_model_label
+from pyai_caching.stores import Store
+from pyai_caching.types import CacheMode
 
 __all__ = ["DEFAULT_TTL", "ResponseCache"]
 
 logger = logging.getLogger("pyai_caching")
+
+install_observer(Observability())  # counters and OpenTelemetry, through the engine's observer port
 
 
 @dataclass
 class ResponseCache(AbstractCapability[Any]):
     """Cache every model request of a run in Redis, the embedded store, or any `Store`.
 
-    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.keys`): model identity, the
+    The key of a request is the SHA-256 of its canonical form (see `pyai_caching.engine.keys`): model identity, the
     messages as the model receives them, tool/output/instruction definitions and the settings that change the
     answer, plus the namespace. A hit returns a fresh `ModelResponse` with no usage, so the run bills nothing
     for it.
@@ -88,11 +103,13 @@ class ResponseCache(AbstractCapability[Any]):
     custom_costs: Mapping[str, ModelCosts] | None = None
     """Your prices per model name (or `provider:model name`); they win over genai-prices (see
     `pyai_caching.costs`)."""
-    budget: TaskBudget | None = None
-    """A spend limit for `task_name`, checked before a miss calls the model (`BudgetExceededError`)."""
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None
+    """Spend limits checked before a miss calls the model (`BudgetExceededError`): a `TaskBudget` (per task, read
+    from a spend ledger), a `Budget` (per UTC day or month and per tenant, in USD or tokens, reserved atomically in
+    Redis), or a list of them. Hits are free."""
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
-    long other processes wait for a holder that died before one of them takes over (see `pyai_caching._stampede`)."""
+    long other processes wait for a holder that died before one of them takes over (`pyai_caching.engine.flight`)."""
     max_entry_bytes: int | Literal["store"] | None = "store"
     """Largest entry written, in bytes: a bigger answer is returned but not stored (one warning). `"store"`
     (default): the store's own `max_entry_bytes` (8 MiB unless configured). Reads are capped by the store's limit,
@@ -109,6 +126,7 @@ class ResponseCache(AbstractCapability[Any]):
     _namespace: str = field(init=False, repr=False, compare=False)
     _mode: CacheMode = field(init=False, repr=False, compare=False)
     _salt: str = field(init=False, repr=False, compare=False)
+    _gate: BudgetGate | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._namespace = validate_namespace(self.namespace)
@@ -121,11 +139,8 @@ class ResponseCache(AbstractCapability[Any]):
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {type(self.retry).__name__}")
         check_custom_costs(self.custom_costs)
-        if self.budget is not None:
-            if not isinstance(self.budget, TaskBudget):
-                raise ConfigurationError(f"budget must be a TaskBudget, got {type(self.budget).__name__}")
-            if not self.task_name:
-                raise ConfigurationError("budget needs task_name: the budget is a spend limit per task")
+        budgets = check_budgets(self.budget, task_name=self.task_name)
+        self._gate = BudgetGate(budgets, self.task_name, self._namespace) if budgets else None
         if self.semantic is not None and not isinstance(self.semantic, SemanticCache):
             raise ConfigurationError(
                 f"semantic must be a SemanticCache or None, got {type(self.semantic).__name__}: "
@@ -184,7 +199,7 @@ class ResponseCache(AbstractCapability[Any]):
         return record if record is not None and record.owner is self else None
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """Put the cache around the model that serves each attempt (see `pyai_caching._model_cache`).
+        """Put the cache around the model that serves each attempt (see `pyai_caching.engine.model_cache`).
 
         Called by pydantic-ai after every request hook has run, with the model that sends the attempt, so the key
         is taken from the request exactly as that model receives it. Misses are retried according to `retry`,
@@ -192,7 +207,7 @@ class ResponseCache(AbstractCapability[Any]):
         as it does without the cache. A `FallbackModel` is cached candidate by candidate, so each answer is stored
         under the key of the model that gave it.
         """
-        from ._model_cache import CachingModel
+        from pyai_caching.engine.model_cache import CachingModel
 
         candidates = getattr(model, "models", None)
         if type(model).__name__ == "FallbackModel" and isinstance(candidates, list):
@@ -219,26 +234,24 @@ class ResponseCache(AbstractCapability[Any]):
             provider_api_url=response.provider_url,
         )
 
-    async def check_budget(self, record: CallRecord | None) -> None:
-        """Raise `BudgetExceededError` before a miss calls the model when the task's budget is spent."""
-        if self.budget is not None and self.task_name:
-            pending = record.cost if record is not None else Decimal(0)
-            await self.budget.check(self.task_name, namespace=self._namespace, pending=pending)
+    @property
+    def budget_gate(self) -> BudgetGate | None:
+        """The budgets of this capability, checked before each request sent (`None`: no budget)."""
+        return self._gate
 
-    def note_hit(self, model: Model, entry: ResponseEntry, record: CallRecord | None) -> None:
-        """Count a hit in `record`, with the usage and cost it saved."""
-        if record is None:
-            return
-        record.hits += 1
-        record.saved_usage.incr(entry.response.usage)
-        record.saved_usage.requests += 1
-        saved = price(
-            entry.response.usage, model.model_name, self.custom_costs, provider=model.system, known_cost=entry.meta.cost
-        )
-        if saved is None:
-            record.unpriced_hits += 1
-        else:
-            record.saved_cost += saved
+    def spending(self, record: CallRecord | None, ctx: RunContext[Any] | None) -> AbstractAsyncContextManager[Charge]:
+        """Around a request sent to the model: check the budgets first (`BudgetExceededError`), charge them with
+        what `Charge.settle` is given after it."""
+        if self._gate is None:
+            return nullcontext(Charge())
+        return self._gate.request(record, ctx.deps if ctx is not None else None)
+
+    def saved_cost(self, model_label: str, usage: RequestUsage | RunUsage, known: Decimal | None) -> Decimal | None:
+        """What a hit of `model_label` (`system:name`) saved: your custom price when one applies, else the cost
+        stored with the entry, else genai-prices; `None` when the model cannot be priced. The one rule for savings,
+        used by `Expense` and by the metrics and spans alike."""
+        system, name = split_model_label(model_label)
+        return price(usage, name, self.custom_costs, provider=system, known_cost=known)
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         # A run that fails (an output that never validates, a model or tool error) or is cancelled leaves no

@@ -47,7 +47,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-from .exceptions import ConfigurationError, RateLimitError
+from pyai_caching.exceptions import ConfigurationError, RateLimitError
 
 __all__ = [
     "DEFAULT_INITIAL_WAIT",

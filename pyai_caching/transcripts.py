@@ -26,8 +26,8 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from .exceptions import ConfigurationError
-from .types import ModelMessage
+from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.types import ModelMessage
 
 __all__ = ["MessageConverter", "default_message_converter", "to_history"]
 

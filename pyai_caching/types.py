@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from .exceptions import ConfigurationError
+from pyai_caching.exceptions import ConfigurationError
 
 __all__ = ["CacheMode", "ModelMessage", "Role"]
 

@@ -8,6 +8,8 @@ with RedisServer("--maxmemory", "1mb") as server:
     server.stop()    # the port is refused
     server.kill()    # kill -9
     server.start()   # same port, empty data
+with RedisServer(flavor="valkey") as server:  # the same, on valkey-server (tests/_server_flavors.py)
+    ...
 ```
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import redis
+from _server_flavors import missing_server_message, server_executable
 
 __all__ = ["RedisServer", "TLSFiles", "make_tls_files", "redis_server_executable"]
 
@@ -42,7 +45,7 @@ long (macOS's own is about 50 characters before any folder of ours)."""
 
 def redis_server_executable() -> str | None:
     """The path of `redis-server` (the `REDIS_SERVER` environment variable, else `PATH`), or `None`."""
-    return os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+    return server_executable("redis")
 
 
 def _free_port() -> int:
@@ -97,6 +100,7 @@ class RedisServer:
             `"--tls-auth-clients", "yes"` to require client certificates (the readiness probe and `client()`
             present the server's own certificate, which the same CA signed).
         port: A fixed port; by default a free one is picked (and another if it was taken meanwhile).
+        flavor: `"redis"`, or `"valkey"` for a `valkey-server` with the same options (tests/_server_flavors.py).
     """
 
     def __init__(
@@ -106,10 +110,12 @@ class RedisServer:
         unixsocket: bool = False,
         tls: TLSFiles | None = None,
         port: int | None = None,
+        flavor: str = "redis",
     ) -> None:
-        executable = redis_server_executable()
+        executable = server_executable(flavor)
         if executable is None:
-            raise RuntimeError("redis-server is not on PATH (install Redis, or set REDIS_SERVER to its path)")
+            raise RuntimeError(missing_server_message(flavor))
+        self.flavor = flavor
         self.executable = executable
         self.args: tuple[str, ...] = args
         self.password = password
@@ -164,7 +170,7 @@ class RedisServer:
             if self._fixed_port:
                 break
             self.port = _free_port()  # someone took the port between picking and binding: pick another
-        raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self._log_tail()}")
+        raise RuntimeError(f"{self.flavor}-server did not start on port {self.port}:\n{self._log_tail()}")
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 5 seconds) and wait for it; the data is gone."""
@@ -231,7 +237,7 @@ class RedisServer:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RedisServer(port={self.port}, running={self.running})"
+        return f"RedisServer(port={self.port}, running={self.running}, flavor={self.flavor!r})"
 
     # -- internals ---------------------------------------------------------------------------------------------
 

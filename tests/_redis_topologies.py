@@ -11,6 +11,9 @@ with SentinelGroup() as group:          # a master, a replica, three sentinels w
 
 with ClusterNodes() as cluster:         # three masters, all 16384 slots covered, no replicas
     store = RedisStore(cluster.url())
+
+with SentinelGroup("valkey") as group:  # the same on valkey-server (tests/_server_flavors.py)
+    ...
 ```
 """
 
@@ -27,7 +30,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
-from _redis_servers import HOST, RedisServer, TLSFiles, _free_port, redis_server_executable
+from _redis_servers import HOST, RedisServer, TLSFiles, _free_port
+from _server_flavors import missing_server_message, server_executable
 
 __all__ = ["ClusterNodes", "SentinelGroup", "SentinelProcess", "make_client_certificate", "wait_until"]
 
@@ -71,12 +75,13 @@ def make_client_certificate(tls: TLSFiles, directory: Path) -> tuple[Path, Path]
 
 
 class SentinelProcess:
-    """One `redis-server --sentinel` watching `master_port` as `mymaster` (quorum 2, 500 ms to declare it down)."""
+    """One `redis-server --sentinel` watching `master_port` as `mymaster` (quorum 2, 500 ms to declare it down);
+    `valkey-server --sentinel` for the flavor "valkey"."""
 
-    def __init__(self, master_port: int) -> None:
-        executable = redis_server_executable()
+    def __init__(self, master_port: int, flavor: str = "redis") -> None:
+        executable = server_executable(flavor)
         if executable is None:
-            raise RuntimeError("redis-server is not on PATH (install Redis, or set REDIS_SERVER to its path)")
+            raise RuntimeError(missing_server_message(flavor))
         self.executable = executable
         self.master_port = master_port
         self.directory = Path(tempfile.mkdtemp(prefix="pyai-sentinel-"))
@@ -172,20 +177,24 @@ class _Topology:
 
 
 class SentinelGroup(_Topology):
-    """A master, one replica and three sentinels (quorum 2) on loopback ports."""
+    """A master, one replica and three sentinels (quorum 2) on loopback ports, all of `flavor`."""
 
-    def __init__(self) -> None:
-        self.master = RedisServer("--repl-diskless-sync-delay", "0")
+    def __init__(self, flavor: str = "redis") -> None:
+        self.flavor = flavor
+        self.master = RedisServer("--repl-diskless-sync-delay", "0", flavor=flavor)
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelProcess] = []
 
     def start(self) -> None:
         self.master.start()
-        self.replica = RedisServer("--replicaof", HOST, str(self.master.port))
+        # Diskless load: Valkey's replica otherwise saves the master's snapshot to disk and notices it is complete
+        # on a once-a-second timer (a second per group); Redis syncs as fast either way.
+        diskless = ("--repl-diskless-load", "on-empty-db")
+        self.replica = RedisServer("--replicaof", HOST, str(self.master.port), *diskless, flavor=self.flavor)
         self.replica.start()
         wait_until(self._replica_synced, 10.0, "the replica to sync with the master")
         for _ in range(3):
-            sentinel = SentinelProcess(self.master.port)
+            sentinel = SentinelProcess(self.master.port, self.flavor)
             self.sentinels.append(sentinel)
             sentinel.start()
 
@@ -265,9 +274,10 @@ class ClusterNodes(_Topology):
     Args:
         *args: Extra configuration for every node, e.g. an ACL user: `"--user", "cache", "on", ">pw", ...`.
         tls: Serve TLS only, clients and the cluster bus alike (`url()` is then a `rediss+cluster://` URL).
+        flavor: `"redis"` or `"valkey"` (every node; `redis-cli --cluster create` joins either).
     """
 
-    def __init__(self, *args: str, size: int = 3, tls: TLSFiles | None = None) -> None:
+    def __init__(self, *args: str, size: int = 3, tls: TLSFiles | None = None, flavor: str = "redis") -> None:
         self.tls = tls
         tls_args = ("--tls-cluster", "yes", "--tls-replication", "yes") if tls is not None else ()
         self.nodes = [
@@ -283,6 +293,7 @@ class ClusterNodes(_Topology):
                 *tls_args,
                 *args,
                 tls=tls,
+                flavor=flavor,
             )
             for _ in range(size)
         ]

@@ -36,8 +36,12 @@ from typing import Final, TypeVar
 import platformdirs
 
 from pyai_caching.exceptions import ConfigurationError
-
-from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, ReadOnlyStoreError, check_max_entry_bytes
+from pyai_caching.stores.base import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    EntryTooLargeError,
+    ReadOnlyStoreError,
+    check_max_entry_bytes,
+)
 
 __all__ = ["LocalStore"]
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import KW_ONLY, dataclass, field
 
-from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, check_max_entry_bytes
+from pyai_caching.stores.base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, check_max_entry_bytes
 
 __all__ = ["MemoryStore"]
 

@@ -8,7 +8,7 @@ Built on redis-py's asyncio clients; the URL alone picks the deployment:
   so after a failover the store follows the new master by itself;
 * `redis+cluster://host:port[,host:port]` and `rediss+cluster://` (TLS): a Redis Cluster
   (`redis.asyncio.cluster.RedisCluster`). Keys that must live together share a `{hash tag}` (see
-  `pyai_caching.keys.entry_key`), `scan` and `clear` visit every primary, and `clear` deletes slot by slot.
+  `pyai_caching.engine.keys.entry_key`), `scan` and `clear` visit every primary, and `clear` deletes slot by slot.
 
 Each running event loop gets its own client and connections, created on first use in that loop and closed when
 the loop shuts down (`asyncio.run` and `asyncio.Runner` finalize it) or when `close()` is called in it. Timeouts
@@ -42,11 +42,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyai_caching._urls import invalid_url_message
+from pyai_caching._util.urls import invalid_url_message
 from pyai_caching.exceptions import ConfigurationError
-
-from ._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError, SlowTransferError, check_max_entry_bytes
-from ._lag import loop_lag, responsive_timeout
+from pyai_caching.stores.base import (
+    DEFAULT_MAX_ENTRY_BYTES,
+    EntryTooLargeError,
+    SlowTransferError,
+    check_max_entry_bytes,
+)
+from pyai_caching.stores.lag import loop_lag, responsive_timeout
 
 __all__ = ["RedisStore"]
 
@@ -399,6 +403,11 @@ class RedisStore:
         return f"RedisStore({self._description!r})"
 
     @property
+    def database(self) -> int:
+        """The number of the database the store uses (always 0 on a cluster)."""
+        return int(self._options.get("db") or 0)
+
+    @property
     def max_entry_bytes(self) -> int | None:
         """The largest value this store writes and reads, in bytes (`None`: no limit)."""
         return self._max_entry_bytes
@@ -552,13 +561,17 @@ class RedisStore:
         if entry is not None:
             await entry.guard.aclose()
 
-    async def _client(self) -> Redis | RedisCluster:
-        """The client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a cluster.
+    async def client(self) -> Redis | RedisCluster:
+        """The redis-py client of the running event loop (created on first use): `Redis`, or `RedisCluster` for a
+        cluster, with this store's pools, timeouts and credentials.
 
-        Other modules of the library use it for commands beyond the store's (the spend ledger, the semantic
-        index); anything they send to a cluster must keep its keys in one hash slot.
+        For commands beyond the store's (the spend ledger, budgets, the semantic index). Anything sent to a cluster
+        must keep its keys in one hash slot. Do not close it: the store owns it (see `close`).
         """
         return (await self._loop_client()).client
+
+    async def _client(self) -> Redis | RedisCluster:
+        return await self.client()
 
     async def _loop_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()

@@ -21,9 +21,9 @@ from pydantic_ai.usage import RequestUsage
 from typer.testing import CliRunner, Result
 
 from pyai_caching import ModelCosts, cached_agent_run
-from pyai_caching._serialization import EntryMeta, ResponseEntry, encode_entry
 from pyai_caching.cli import app
-from pyai_caching.keys import entry_key
+from pyai_caching.engine.entries import EntryMeta, ResponseEntry, encode_entry
+from pyai_caching.engine.keys import entry_key
 from pyai_caching.stores import Store
 
 ROOT = Path(__file__).resolve().parents[2]

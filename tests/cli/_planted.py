@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from pydantic_ai.messages import ModelResponse, TextPart
 
-from pyai_caching._serialization import EntryMeta, ResponseEntry, encode_entry
+from pyai_caching.engine.entries import EntryMeta, ResponseEntry, encode_entry
 
 TERMINAL_ATTACKS = {
     "window title (OSC 0)": "\x1b]0;pwned\x07",

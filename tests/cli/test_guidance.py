@@ -12,9 +12,9 @@ from _cli_support import Cli, fill, run
 from _redis_servers import RedisServer
 
 from pyai_caching import ConfigurationError, RedisStore, cached_agent_run
-from pyai_caching._urls import MAX_MESSAGE
+from pyai_caching._util.urls import MAX_MESSAGE
 from pyai_caching.cli import ExitCode
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 # --- demo --------------------------------------------------------------------------------------------------------
 

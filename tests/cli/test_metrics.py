@@ -17,8 +17,9 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from pyai_caching import MemoryStore, RedisStore, cached_agent_run, metrics
-from pyai_caching.metrics import Counters, Labels
+from pyai_caching import MemoryStore, RedisStore, cached_agent_run
+from pyai_caching.observability import metrics
+from pyai_caching.observability.metrics import Counters, Labels
 
 MODEL = "function:test-model"
 

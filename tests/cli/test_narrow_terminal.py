@@ -16,7 +16,7 @@ from _cli_support import PRICES, ROOT, Cli, fill, run, squeezed
 from pydantic_ai import Agent
 
 from pyai_caching import LocalStore, RedisStore, cached_agent_run
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 NARROW = {"COLUMNS": "80"}
 MODELS = ("a" * 36, "b" * 36)  # `function:aaaa…` and `function:bbbb…` are only told apart by their full names

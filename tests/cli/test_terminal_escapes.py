@@ -15,8 +15,8 @@ from pydantic_ai import Agent
 from typer.testing import Result
 
 from pyai_caching import LocalStore, RedisStore, Store, cached_agent_run
-from pyai_caching._escape import escape_text
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching._util.escape import escape_text
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 ATTACKS = list(TERMINAL_ATTACKS.values())
 HOSTILE_MODEL = "model\x1b]0;retitled\x07\x9b2J"

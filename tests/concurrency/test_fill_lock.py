@@ -25,7 +25,8 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pyai_caching import RateLimitError, RedisStore, ResponseCache, RetryPolicy, metrics
+from pyai_caching import RateLimitError, RedisStore, ResponseCache, RetryPolicy
+from pyai_caching.observability import metrics
 from pyai_caching.retry import is_retryable
 
 LOCKS = "pyai_caching:*:lock"

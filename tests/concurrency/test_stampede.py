@@ -34,7 +34,8 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from stampede_worker import Probe
 
-from pyai_caching import LocalStore, MemoryStore, RedisStore, ResponseCache, cached_agent_run, metrics
+from pyai_caching import LocalStore, MemoryStore, RedisStore, ResponseCache, cached_agent_run
+from pyai_caching.observability import metrics
 
 WORKER = Path(__file__).with_name("stampede_worker.py")
 

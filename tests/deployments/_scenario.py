@@ -7,7 +7,7 @@ import uuid
 from _agents import Counter, make_agent
 
 from pyai_caching import RedisStore, SemanticCache, cached_agent_run, clear_cache_async
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 
 async def embed(texts: list[str]) -> list[list[float]]:

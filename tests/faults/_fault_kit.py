@@ -46,7 +46,7 @@ class StoreWaits:
 
     @staticmethod
     def _waited() -> int:
-        from pyai_caching import metrics
+        from pyai_caching.observability import metrics
 
         kinds = metrics.snapshot().errors_by_kind
         return sum(count for kind, count in kinds.items() if not kind.endswith(":StoreSkipped"))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyai_caching import _access
+from pyai_caching.engine import access as _access
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,8 @@ from _redis_servers import RedisServer
 from pydantic_ai import Agent
 from pydantic_ai.models.function import FunctionModel
 
-from pyai_caching import ResponseCache, cached_agent_run, metrics
+from pyai_caching import ResponseCache, cached_agent_run
+from pyai_caching.observability import metrics
 from pyai_caching.stores import RedisStore
 
 pytestmark = pytest.mark.faults

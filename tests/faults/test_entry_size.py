@@ -21,7 +21,8 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pyai_caching import cached_agent_run, metrics
+from pyai_caching import cached_agent_run
+from pyai_caching.observability import metrics
 from pyai_caching.stores import LocalStore, MemoryStore, RedisStore, Store
 
 pytestmark = pytest.mark.faults

@@ -18,7 +18,8 @@ import redis
 from _fault_kit import Echo, StoreWaits, answer_to, entry_keys, eventually, warnings_with
 from _redis_servers import RedisServer
 
-from pyai_caching import CacheError, RedisStore, cached_agent_run, metrics
+from pyai_caching import CacheError, RedisStore, cached_agent_run
+from pyai_caching.observability import metrics
 
 pytestmark = pytest.mark.faults
 

@@ -19,6 +19,7 @@ from _agents import Counter, make_agent
 from _redis_servers import RedisServer
 from pydantic import BaseModel
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.run import AgentRunResult
@@ -478,10 +479,25 @@ async def test_bad_transcripts_name_the_index(transcript: list[Any], message: st
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
-async def test_empty_prompt_is_a_value_error_before_any_model_call(prompt: str) -> None:
+async def test_empty_prompt_is_answered_as_agent_run_answers_it(prompt: str) -> None:
+    # The first rule: `agent.run("")` sends an empty user prompt and returns the model's answer; so does the cache.
     counter = Counter()
-    with pytest.raises(ValueError, match="prompt is empty"):
-        await cached_agent_run(make_agent(counter), prompt, "t", store=MemoryStore())
+    agent = make_agent(counter)
+    expected = (await agent.run(prompt)).output
+    store = MemoryStore()
+    assert await cached_agent_run(agent, prompt, "t", store=store) == expected
+    assert await cached_agent_run(agent, prompt, "t", store=store) == expected
+    assert counter.calls == 2  # the plain run and the first cached call; the repeat is a hit
+
+
+async def test_no_prompt_and_no_history_raises_what_agent_run_raises() -> None:
+    counter = Counter()
+    agent = make_agent(counter)
+    with pytest.raises(UserError) as plain:
+        await agent.run(None)
+    with pytest.raises(UserError) as cached:
+        await cached_agent_run(agent, None, "t", store=MemoryStore())
+    assert str(cached.value) == str(plain.value)
     assert counter.calls == 0
 
 

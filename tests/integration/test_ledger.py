@@ -26,7 +26,7 @@ from pyai_caching import (
     read_ledger,
     read_ledger_async,
 )
-from pyai_caching.recorders import LEDGER_KEY_PREFIX, LedgerStatus
+from pyai_caching.spend.recorders import LEDGER_KEY_PREFIX, LedgerStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2025, 3, 14)

@@ -27,7 +27,8 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from pyai_caching import cached_agent_run, metrics
+from pyai_caching import cached_agent_run
+from pyai_caching.observability import metrics
 
 
 def _prompt_of(messages: list[ModelMessage]) -> str:

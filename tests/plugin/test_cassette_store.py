@@ -14,7 +14,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import CacheMissError, ResponseCache, cached_agent_run
-from pyai_caching._scrub import scrub_text
+from pyai_caching._util.scrub import scrub_text
 from pyai_caching.exceptions import CacheError, ConfigurationError
 from pyai_caching.stores import CassetteStore, Store
 

@@ -15,8 +15,8 @@ from _project import INI, make_project
 import pyai_caching
 import pyai_caching.api
 import pyai_caching.capability
-import pyai_caching.stores.cassette
-from pyai_caching._placeholder_keys import PLACEHOLDER, PROVIDER_KEYS
+import pyai_caching.testing.cassette
+from pyai_caching.testing.placeholder_keys import PLACEHOLDER, PROVIDER_KEYS
 
 # The modules the inner sessions use are imported here, before pytester snapshots `sys.modules`: its restore after
 # each inner session cannot then leave two copies of them (issue 14: lazy imports meet pytester's restore).

@@ -16,8 +16,6 @@ from pyai_caching import ConfigurationError, MemoryStore, RedisStore, ResponseCa
 CALL_TABLE: list[tuple[str, dict[str, Any]]] = [
     ("agent", {"agent": "not an agent"}),
     ("prompt", {"prompt": 42}),
-    ("prompt", {"prompt": None}),
-    ("prompt", {"prompt": "   "}),
     ("task_name", {"task_name": 7}),
     ("task_name", {"task_name": ""}),
     ("full_result", {"full_result": "yes"}),

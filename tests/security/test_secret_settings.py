@@ -17,7 +17,7 @@ from _redis_servers import RedisServer
 from _security_kit import Echo, answer_to
 
 from pyai_caching import CacheMissError, LocalStore, RedisStore, Store, cached_agent_run
-from pyai_caching._redact import (
+from pyai_caching._util.redact import (
     SECRET_PLACEHOLDER_RE,
     is_secret_name,
     redact,
@@ -25,7 +25,7 @@ from pyai_caching._redact import (
     redact_url_in_text,
     secret_digest,
 )
-from pyai_caching.stores.cassette import CassetteStore
+from pyai_caching.testing.cassette import CassetteStore
 
 SECRETS = {
     "api_key": "AK-nested-0123456789-api",

@@ -610,7 +610,7 @@ async def test_bad_semantic_arguments_fail_before_any_model_call() -> None:
 
 
 async def test_semantic_hits_are_counted_in_the_metrics() -> None:
-    from pyai_caching import metrics
+    from pyai_caching.observability import metrics
 
     counter = Counter(payload="answer")
     agent = make_agent(counter)
@@ -666,7 +666,7 @@ async def test_a_deleted_index_forgets_its_prompts_in_every_process(redis_url: s
 
 
 def test_without_numpy_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pyai_caching.semantic as semantic_module
+    import pyai_caching.semantic.vectors as semantic_module
 
     monkeypatch.setitem(sys.modules, "numpy", None)  # what `import numpy` sees when numpy is not installed
     monkeypatch.setattr(semantic_module, "_np", None)

