@@ -145,10 +145,11 @@ class CachingModel(WrapperModel):
         response: ModelResponse,
         cost: Any,
         stream: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Store the model's answer (and index it for the semantic cache); whether it was stored."""
         verify_direct_path(messages)
         if not request.mode.writes or response.state != "complete":
-            return
+            return False
         assert request.canonical is not None
         entry = ResponseEntry(
             meta=EntryMeta(namespace=request.namespace, model=request.label, task=self._cache.task_name, cost=cost),
@@ -156,12 +157,13 @@ class CachingModel(WrapperModel):
             response=response,
             stream=stream,
         )
-        await fill.put_entry(entry)
+        stored = await fill.put_entry(entry)
         semantic = self._cache.semantic if _overrides.active() is None else None
         if semantic is not None:
             await semantic.remember(
                 request.access, request.namespace, request.canonical, request.key, request.probe, request.record
             )
+        return stored
 
     def _fill(self, request: _Request) -> Fill:
         # Stampede protection (`pyai_caching.engine.flight`): of identical concurrent misses, in this process and in the
@@ -213,8 +215,8 @@ class CachingModel(WrapperModel):
                 response = await self.wrapped.request(messages, model_settings, model_request_parameters)
                 cost = self._sent(request, response)
                 charge.settle(cost, response.usage)
-            await self._store(request, fill, messages, response, cost)
-            logger.debug("stored %s after %.1f ms", request.key, (time.monotonic() - started) * 1000)
+            if await self._store(request, fill, messages, response, cost):
+                logger.debug("stored %s after %.1f ms", request.key, (time.monotonic() - started) * 1000)
         return response
 
     @asynccontextmanager

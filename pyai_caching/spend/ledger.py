@@ -93,8 +93,8 @@ class RedisSpendLedger:
     When Redis cannot be written (down, restarting, paused, failing over), `record` keeps the expense in memory
     and returns; the buffer is written, each expense exactly once, as soon as Redis answers again (`await
     ledger.flush()` does it now; at exit the process waits up to 3 s). What a process holds when it is killed is
-    lost, and so is what a Redis without persistence held when it restarted: see README, "The spend ledger
-    across Redis failures".
+    lost, and so is what a Redis without persistence held when it restarted: see the docs, "Costs, spend
+    and budgets", section "The spend ledger across Redis failures".
     """
 
     store: RedisStore
