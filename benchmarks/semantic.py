@@ -50,15 +50,9 @@ from _server import RedisServer, _free_port  # noqa: E402
 
 from pyai_caching import MemoryStore, RedisStore, SemanticCache  # noqa: E402
 from pyai_caching.engine.access import StoreAccess  # noqa: E402
-from pyai_caching.semantic import (  # noqa: E402
-    _DocumentBackend,
-    _encode_fields,
-    _Item,
-    _SearchBackend,
-    _state,
-    _StoreState,
-    _StreamBackend,
-)
+from pyai_caching.semantic.backends import DocumentBackend, SearchBackend, StreamBackend  # noqa: E402
+from pyai_caching.semantic.backends.base import encode_fields, search_hash_prefix, search_index_name  # noqa: E402
+from pyai_caching.semantic.index import Item, StoreState, state_of  # noqa: E402
 
 CONTEXT = "0" * 64
 NAMESPACE = "bench"
@@ -92,8 +86,8 @@ def _fill_stream(url: str, n: int, vectors: Any) -> None:
         client.delete(key)
         pipe = client.pipeline(transaction=False)
         for i in range(n):
-            item = _Item(f"pyai_caching:{NAMESPACE}:r:{{{i:064x}}}", f"recorded prompt number {i}", "")
-            pipe.xadd(key, _encode_fields(item, vectors[i]))
+            item = Item(f"pyai_caching:{NAMESPACE}:r:{{{i:064x}}}", f"recorded prompt number {i}", "")
+            pipe.xadd(key, encode_fields(item, vectors[i]))
             if i % 1000 == 999:
                 pipe.execute()
         pipe.execute()
@@ -106,10 +100,10 @@ async def _row(url: str, n: int, dim: int, rounds: int) -> dict[str, float]:
     _fill_stream(url, n, vectors)
 
     store = RedisStore(url, socket_timeout=10.0)
-    backend = _StreamBackend(store, NAMESPACE, _state(store))
+    backend = StreamBackend(store, NAMESPACE, state_of(store))
 
     async def cold() -> None:
-        fresh = _StreamBackend(store, NAMESPACE, _StoreState())
+        fresh = StreamBackend(store, NAMESPACE, StoreState())
         await fresh.candidates(CONTEXT, query, config)
 
     result = {"redis cold": await _timed(cold, max(3, rounds // 40))}
@@ -123,12 +117,12 @@ async def _row(url: str, n: int, dim: int, rounds: int) -> dict[str, float]:
     result["search only"] = await _timed(search_only, rounds)
     await store.close()
 
-    memory = MemoryStore()
-    access = StoreAccess(store=memory, ttl=None)
-    document = _DocumentBackend(access, NAMESPACE, _state(memory), None)
-    await document.add(CONTEXT, _Item("k0", "p0", ""), vectors[0], config, None)
+    memory = MemoryStore(max_entry_bytes=None)  # a 10,000-prompt document is bigger than the 8 MiB default
+    access = StoreAccess(store=memory, ttl=None, max_entry_bytes=None)
+    document = DocumentBackend(access, NAMESPACE, state_of(memory), None)
+    await document.add(CONTEXT, Item("k0", "p0", ""), vectors[0], config, None)
     # fill the document in one go (adding 10,000 prompts one by one would rewrite it 10,000 times)
-    await document.add(CONTEXT, _Item("k1", "p1", ""), vectors[1], config, None)
+    await document.add(CONTEXT, Item("k1", "p1", ""), vectors[1], config, None)
     raw = await memory.get(f"pyai_caching:{NAMESPACE}:sem:{{{CONTEXT}}}")
     assert raw is not None
     doc = json.loads(raw)
@@ -143,7 +137,7 @@ async def _row(url: str, n: int, dim: int, rounds: int) -> dict[str, float]:
 
     async def add() -> None:
         i = next(counter)
-        await document.add(CONTEXT, _Item(f"new{i}", f"new prompt {i}", ""), query, config, None)
+        await document.add(CONTEXT, Item(f"new{i}", f"new prompt {i}", ""), query, config, None)
 
     result["document add"] = await _timed(add, max(3, rounds // 40))
     return result
@@ -186,19 +180,19 @@ async def _search_row(url: str, n: int, dim: int, rounds: int) -> float:
     config = SemanticCache(embedder=_embed, threshold=0.99, max_candidates=3, max_entries=n)
     vectors = _vectors(n + 1, dim)
     store = RedisStore(url, socket_timeout=30.0)
-    backend = _SearchBackend(store, NAMESPACE, _state(store))
-    client: Any = await store._client()
-    await backend._ensure_index(client, dim)
-    prefix = backend._prefix(dim)
+    backend = SearchBackend(store, NAMESPACE, state_of(store))
+    client: Any = await store.client()
+    await backend.ensure_index(client, dim)
+    prefix = search_hash_prefix(NAMESPACE, dim)
     async with client.pipeline(transaction=False) as pipe:
         for i in range(n):
-            item = _Item(f"pyai_caching:{NAMESPACE}:r:{{{i:064x}}}", f"recorded prompt number {i}", "")
-            pipe.hset(f"{prefix}{{{CONTEXT}}}:{i}", mapping={"c": CONTEXT, **_encode_fields(item, vectors[i])})
+            item = Item(f"pyai_caching:{NAMESPACE}:r:{{{i:064x}}}", f"recorded prompt number {i}", "")
+            pipe.hset(f"{prefix}{{{CONTEXT}}}:{i}", mapping={"c": CONTEXT, **encode_fields(item, vectors[i])})
             if i % 1000 == 999:
                 await pipe.execute()
         await pipe.execute()
-    us = await _timed(lambda: backend._candidates(CONTEXT, vectors[n], config), rounds)
-    await client.execute_command("FT.DROPINDEX", backend._index_name(dim), "DD")
+    us = await _timed(lambda: backend.search(CONTEXT, vectors[n], config), rounds)
+    await client.execute_command("FT.DROPINDEX", search_index_name(NAMESPACE, dim), "DD")
     await store.close()
     return us
 

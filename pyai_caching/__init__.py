@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     )
     from pyai_caching.retry import RetryingModel, RetryPolicy
     from pyai_caching.semantic import SemanticCache, SemanticMatch
+    from pyai_caching.spend.budget import Budget
+    from pyai_caching.spend.budget_usage import BudgetUsage, read_budget_usage, read_budget_usage_async
     from pyai_caching.spend.costs import ModelCosts
     from pyai_caching.spend.recorders import (
         Expense,
@@ -56,6 +58,10 @@ _EXPORTS: dict[str, str] = {
     "LoggingRecorder": "spend.recorders",
     "RedisSpendLedger": "spend.recorders",
     "TaskBudget": "spend.recorders",
+    "Budget": "spend.budget",
+    "BudgetUsage": "spend.budget_usage",
+    "read_budget_usage": "spend.budget_usage",
+    "read_budget_usage_async": "spend.budget_usage",
     "read_ledger": "spend.recorders",
     "read_ledger_async": "spend.recorders",
     "RetryingModel": "retry",
@@ -89,6 +95,10 @@ __all__ = [
     "LoggingRecorder",
     "RedisSpendLedger",
     "TaskBudget",
+    "Budget",
+    "BudgetUsage",
+    "read_budget_usage",
+    "read_budget_usage_async",
     "read_ledger",
     "read_ledger_async",
     "RetryingModel",

@@ -27,8 +27,10 @@ from pyai_caching.engine.sync import run_sync
 from pyai_caching.engine.validation import DEFAULT_TTL
 from pyai_caching.retry import RetryPolicy
 from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.budget import Budget
 from pyai_caching.spend.costs import ModelCosts
-from pyai_caching.spend.recorders import ExpenseHook, SimpleExpenseRecorder, TaskBudget
+from pyai_caching.spend.expense import ExpenseHook, SimpleExpenseRecorder
+from pyai_caching.spend.task_budget import TaskBudget
 from pyai_caching.spend.tracker import SpendTracker
 from pyai_caching.stores import Store
 from pyai_caching.transcripts import MessageConverter
@@ -68,7 +70,7 @@ async def cached_agent_run(
     custom_costs: Mapping[str, ModelCosts] | None = None,
     expense_recorder: SimpleExpenseRecorder | None = None,
     expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
-    budget: TaskBudget | None = None,
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
     explain_misses: bool = True,
@@ -103,7 +105,7 @@ async def cached_agent_run(
     custom_costs: Mapping[str, ModelCosts] | None = None,
     expense_recorder: SimpleExpenseRecorder | None = None,
     expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
-    budget: TaskBudget | None = None,
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
     explain_misses: bool = True,
@@ -137,7 +139,7 @@ async def cached_agent_run(
     custom_costs: Mapping[str, ModelCosts] | None = None,
     expense_recorder: SimpleExpenseRecorder | None = None,
     expense_hook: ExpenseHook | Sequence[ExpenseHook] | None = None,
-    budget: TaskBudget | None = None,
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
     explain_misses: bool = True,
@@ -180,10 +182,13 @@ async def cached_agent_run(
             A provider's `retry_after` is honoured instead, capped by what is left of `max_wait`.
         custom_costs: Your prices, `{model_name: ModelCosts(...)}`; they win over genai-prices.
         expense_recorder: Called once per call with `(model, task_name, cost_usd)`, sync or async: the cost of the
-            requests actually made (0.0 on a full hit). A recorder that raises is logged, never propagated.
+            requests actually made and of the semantic cache's embedding calls (0.0 on a full hit). A recorder that
+            raises is logged, never propagated.
         expense_hook: Called once per call with an `Expense` (cost, savings, usage, hits, misses, time): a callable,
             a recorder (`LoggingRecorder()`, `RedisSpendLedger(url)`) or a list of them. Errors are logged.
-        budget: A per-task spend limit (`TaskBudget`), checked before a miss calls the model; hits stay free.
+        budget: Spend limits checked before a miss calls the model (hits stay free): a `TaskBudget` (per task), a
+            `Budget` (per UTC day or month and per tenant, in USD or tokens, shared atomically through Redis), or a
+            list of them. A spent limit raises `BudgetExceededError`.
         semantic: Opt-in semantic cache (`SemanticCache(embedder=..., threshold=0.95)`): after an exact miss, serve
             the answer of a recorded prompt that means the same, in the same context (see `pyai_caching.semantic`).
         accept_semantic: `False` refuses semantic hits for this call (the model is called; the prompt is still
@@ -202,7 +207,8 @@ async def cached_agent_run(
         custom_costs=custom_costs,
         expense_recorder=expense_recorder,
         expense_hook=expense_hook,
-        budget=budget,
+        gate=cache.budget_gate,
+        deps=run_kwargs.get("deps"),
     )
     fast = RunLevel.plan(agent, cache, history, call, spend)
     if fast is not None:

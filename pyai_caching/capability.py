@@ -5,9 +5,9 @@ agent.run(prompt, capabilities=[ResponseCache(redis_url="redis://localhost:6379/
 ```
 
 It sits at `wrap_model_request`, so tool-using agents, structured output, `run_stream`, `run_stream_events` and
-`iter` all work: on a hit the stored `ModelResponse` is handed to pydantic-ai (which replays it as a stream when
-the run streams) and the model is not called; tools still run with their real results, so a tool that returns
-something new makes the next request miss, which is correct.
+`iter` all work: on a hit the stored `ModelResponse` is handed to pydantic-ai and the model is not called (a
+streamed hit replays the events the model streamed on the miss, see `replay_pace`); tools still run with their
+real results, so a tool that returns something new makes the next request miss, which is correct.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
@@ -37,6 +38,7 @@ from pyai_caching.engine.keys import validate_namespace
 from pyai_caching.engine.pai_compat import fallback_serves
 from pyai_caching.engine.ports import CacheView, install_observer, miss_listeners
 from pyai_caching.engine.registry import resolve_store
+from pyai_caching.engine.stream_replay import check_replay_pace
 from pyai_caching.engine.validation import (
     DEFAULT_TTL,
     check_cache_version,
@@ -50,8 +52,10 @@ from pyai_caching.explain import note_miss
 from pyai_caching.observability import Observability
 from pyai_caching.retry import RetryingModel, RetryPolicy
 from pyai_caching.semantic import SemanticCache
+from pyai_caching.spend.budget import Budget
+from pyai_caching.spend.budget_gate import BudgetGate, Charge, check_budgets
 from pyai_caching.spend.costs import ModelCosts, check_custom_costs, price
-from pyai_caching.spend.recorders import TaskBudget
+from pyai_caching.spend.task_budget import TaskBudget
 from pyai_caching.spend.tracker import split_model_label
 from pyai_caching.stores import Store
 from pyai_caching.types import CacheMode
@@ -102,8 +106,10 @@ class ResponseCache(AbstractCapability[Any]):
     custom_costs: Mapping[str, ModelCosts] | None = None
     """Your prices per model name (or `provider:model name`); they win over genai-prices (see
     `pyai_caching.costs`)."""
-    budget: TaskBudget | None = None
-    """A spend limit for `task_name`, checked before a miss calls the model (`BudgetExceededError`)."""
+    budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None
+    """Spend limits checked before a miss calls the model (`BudgetExceededError`): a `TaskBudget` (per task, read
+    from a spend ledger), a `Budget` (per UTC day or month and per tenant, in USD or tokens, reserved atomically in
+    Redis), or a list of them. Hits are free."""
     lock_ttl: float = DEFAULT_LOCK_TTL
     """Seconds the lock taken while filling a miss lives unless renewed (it is renewed while the model runs): how
     long other processes wait for a holder that died before one of them takes over (`pyai_caching.engine.flight`)."""
@@ -118,6 +124,11 @@ class ResponseCache(AbstractCapability[Any]):
     semantic: SemanticCache | None = None
     """Also answer a request whose final user prompt means the same as a recorded one, after an exact miss (see
     `pyai_caching.semantic`). `None` (default): exact matches only. Not used while a test cassette is active."""
+    replay_pace: float | None = None
+    """How a streamed hit replays the events recorded when the model streamed the answer: `None` (default) as fast
+    as possible; a positive factor of the recorded timing (`1.0` as recorded, `0.5` twice as fast, `2.0` half as
+    fast), for demos and tests of user interfaces. A hit on an entry recorded without events streams it in one
+    chunk."""
     explain_misses: bool = True
     """Keep a fingerprint of each miss (digests of its key's ingredients, no prompt text) in a capped, expiring
     log in the store, for `pyai-caching explain` (see `pyai_caching.explain`). Written in the background, off
@@ -127,6 +138,7 @@ class ResponseCache(AbstractCapability[Any]):
     _namespace: str = field(init=False, repr=False, compare=False)
     _mode: CacheMode = field(init=False, repr=False, compare=False)
     _salt: str = field(init=False, repr=False, compare=False)
+    _gate: BudgetGate | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._namespace = validate_namespace(self.namespace)
@@ -136,14 +148,12 @@ class ResponseCache(AbstractCapability[Any]):
         check_on_cache_error(self.on_cache_error)
         check_timeout(self.cache_timeout, "cache_timeout")
         check_lock_ttl(self.lock_ttl)
+        check_replay_pace(self.replay_pace)
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {type(self.retry).__name__}")
         check_custom_costs(self.custom_costs)
-        if self.budget is not None:
-            if not isinstance(self.budget, TaskBudget):
-                raise ConfigurationError(f"budget must be a TaskBudget, got {type(self.budget).__name__}")
-            if not self.task_name:
-                raise ConfigurationError("budget needs task_name: the budget is a spend limit per task")
+        budgets = check_budgets(self.budget, task_name=self.task_name)
+        self._gate = BudgetGate(budgets, self.task_name, self._namespace) if budgets else None
         if self.semantic is not None and not isinstance(self.semantic, SemanticCache):
             raise ConfigurationError(
                 f"semantic must be a SemanticCache or None, got {type(self.semantic).__name__}: "
@@ -239,11 +249,17 @@ class ResponseCache(AbstractCapability[Any]):
             provider_api_url=response.provider_url,
         )
 
-    async def check_budget(self, record: CallRecord | None) -> None:
-        """Raise `BudgetExceededError` before a miss calls the model when the task's budget is spent."""
-        if self.budget is not None and self.task_name:
-            pending = record.cost if record is not None else Decimal(0)
-            await self.budget.check(self.task_name, namespace=self._namespace, pending=pending)
+    @property
+    def budget_gate(self) -> BudgetGate | None:
+        """The budgets of this capability, checked before each request sent (`None`: no budget)."""
+        return self._gate
+
+    def spending(self, record: CallRecord | None, ctx: RunContext[Any] | None) -> AbstractAsyncContextManager[Charge]:
+        """Around a request sent to the model: check the budgets first (`BudgetExceededError`), charge them with
+        what `Charge.settle` is given after it."""
+        if self._gate is None:
+            return nullcontext(Charge())
+        return self._gate.request(record, ctx.deps if ctx is not None else None)
 
     def saved_cost(self, model_label: str, usage: RequestUsage | RunUsage, known: Decimal | None) -> Decimal | None:
         """What a hit of `model_label` (`system:name`) saved: your custom price when one applies, else the cost

@@ -6,7 +6,7 @@ PyAICachingError
 ├── CacheError           a cache operation failed and the caller asked for errors to raise (on_cache_error="raise")
 ├── CacheMissError       a read-only (or replay-only) call found no entry: the model was not called
 ├── RateLimitError       the retry budget (max_wait) ran out; `__cause__` is the provider's last error
-└── BudgetExceededError  a task's spend limit was reached before a model call
+└── BudgetExceededError  a spend limit (per task, or per period and tenant) was reached before a model call
 ```
 
 pydantic-ai's own exceptions (`ModelHTTPError`, `UsageLimitExceeded`, `UnexpectedModelBehavior`, ...) are
@@ -14,6 +14,9 @@ re-raised unchanged.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
 
 __all__ = [
     "BudgetExceededError",
@@ -76,13 +79,46 @@ class RateLimitError(PyAICachingError):
 
 
 class BudgetExceededError(PyAICachingError):
-    """A task's spend limit was reached: the model was not called. Cache hits stay free and keep working."""
+    """A spend limit was reached: the model was not called. Cache hits stay free and keep working.
 
-    def __init__(self, message: str, *, task_name: str, spent: float, limit: float) -> None:
+    Raised by a `TaskBudget` (per task) or a `Budget` (per period and tenant); the fields say which limit, what was
+    spent and when it resets.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_name: str,
+        spent: float,
+        limit: float,
+        budget: str = "TaskBudget",
+        unit: Literal["usd", "tokens"] = "usd",
+        period: Literal["day", "month", "total"] | None = None,
+        tenant: str | None = None,
+        resets_at: datetime | None = None,
+        reserved: float = 0.0,
+    ) -> None:
         super().__init__(message)
         self.task_name = task_name
-        """The task whose limit was reached."""
+        """The task of the call that was refused."""
         self.spent = spent
-        """What the task has spent, in USD, according to the ledger."""
+        """What was spent in the limit's period, in its unit (USD, or tokens for a tokens budget); `nan` when it
+        could not be read."""
         self.limit = limit
-        """The configured limit, in USD."""
+        """The configured limit, in the same unit."""
+        self.budget = budget
+        """Which limit was reached: a `Budget`'s name, or `"TaskBudget"`."""
+        self.unit = unit
+        """`"usd"` or `"tokens"`."""
+        self.period = period
+        """`"day"` or `"month"` (UTC calendar periods) or `"total"` (never resets)."""
+        self.tenant = tenant
+        """The tenant whose limit was reached (a namespace, a task, or the key computed from the deps); `None` for a
+        limit shared by every call."""
+        self.resets_at = resets_at
+        """When the period ends and the limit starts again from zero (UTC midnight, or the first of the next
+        month); `None` when it never resets."""
+        self.reserved = reserved
+        """Of the limit, the amount held by model requests in flight (reserved before they were sent, settled with
+        their real cost when they answer), in the limit's unit."""

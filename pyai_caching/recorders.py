@@ -3,6 +3,8 @@
 from pyai_caching.spend.recorders import (
     LEDGER_COUNTS,
     LEDGER_KEY_PREFIX,
+    Budget,
+    BudgetUsage,
     Expense,
     ExpenseHook,
     ExpenseRecorder,
@@ -12,6 +14,8 @@ from pyai_caching.spend.recorders import (
     RedisSpendLedger,
     SimpleExpenseRecorder,
     TaskBudget,
+    read_budget_usage,
+    read_budget_usage_async,
     read_ledger,
     read_ledger_async,
 )
@@ -19,6 +23,8 @@ from pyai_caching.spend.recorders import (
 __all__ = [
     "LEDGER_COUNTS",
     "LEDGER_KEY_PREFIX",
+    "Budget",
+    "BudgetUsage",
     "Expense",
     "ExpenseHook",
     "ExpenseRecorder",
@@ -28,6 +34,8 @@ __all__ = [
     "RedisSpendLedger",
     "SimpleExpenseRecorder",
     "TaskBudget",
+    "read_budget_usage",
+    "read_budget_usage_async",
     "read_ledger",
     "read_ledger_async",
 ]

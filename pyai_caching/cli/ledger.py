@@ -32,15 +32,18 @@ def ledger_sums() -> tuple[str, ...]:
 
 
 def sum_rows(rows: Iterable[Any]) -> dict[str, Any]:
-    """The sums of ledger rows, JSON-ready: the counts, `cost` and `saved` (as strings) and `hit_ratio`."""
+    """The sums of ledger rows, JSON-ready: the counts, `cost`, `saved` and `embedding_cost` (as strings) and
+    `hit_ratio`."""
     out: dict[str, Any] = dict.fromkeys(ledger_sums(), 0)
-    cost = saved = Decimal(0)
+    cost = saved = embedding = Decimal(0)
     for row in rows:
         for name in ledger_sums():
             out[name] += getattr(row, name)
         cost += row.cost
         saved += row.saved
+        embedding += row.embedding_cost
     out["cost"] = str(cost)
     out["saved"] = str(saved)
+    out["embedding_cost"] = str(embedding)
     out["hit_ratio"] = out["hits"] / out["requests"] if out["requests"] else None
     return out

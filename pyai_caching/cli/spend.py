@@ -1,5 +1,5 @@
 """`pyai-caching spend`: spend, savings, requests, hits and misses per task, model, day or namespace over a period,
-from the Redis spend ledger."""
+from the Redis spend ledger, and the use of each `Budget` per tenant in its current period."""
 
 from __future__ import annotations
 
@@ -72,18 +72,21 @@ def spend(
     directory: DirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Spend, savings, requests, hits and misses per task and model over a period, from the Redis spend ledger."""
+    """Spend, savings, requests, hits and misses per task and model over a period, from the Redis spend ledger; and
+    each Budget's use per tenant in its current period."""
     first, last = _period(since, until, as_json)
     prefix_or_exit(namespace, as_json)
     store = _ledger_store(redis_url, directory, as_json)
 
-    async def work() -> tuple[Any, str]:
+    async def work() -> tuple[Any, str, Any]:
+        from pyai_caching.spend.budget_usage import read_budget_usage_async
+
         ledger = ledger_of(store)
         found = await ledger.read(first, last, namespace=namespace, task=task, total=all_time)
         elsewhere = "" if found else await _recorded_elsewhere(ledger, first, last, all_time, namespace, task)
-        return found, elsewhere
+        return found, elsewhere, await read_budget_usage_async(store=store)
 
-    rows, elsewhere = execute(as_json, store, work)
+    rows, elsewhere, budgets = execute(as_json, store, work)
     report = _Report(
         store=store.description,
         rows=rows,
@@ -94,6 +97,7 @@ def spend(
         namespace=namespace,
         task=task,
         groups=by or [By.task, By.model],
+        budgets=budgets,
     )
     if as_json:
         print_json(report.to_dict())
@@ -166,6 +170,8 @@ class _Report:
     namespace: str | None
     task: str | None
     groups: list[By]
+    budgets: Any
+    """`BudgetUsage` rows: each budget's use per tenant in its current period."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,9 +190,11 @@ class _Report:
                     **{name: getattr(r, name) for name in ledger_sums()},
                     "cost": str(r.cost),
                     "saved": str(r.saved),
+                    "embedding_cost": str(r.embedding_cost),
                 }
                 for r in self.rows
             ],
+            "budgets": [_budget_dict(b) for b in self.budgets],
         }
 
     def show(self) -> None:
@@ -194,11 +202,13 @@ class _Report:
         console = make_console()
         if not self.rows:
             console.print(safe(_nothing_spent(self.store, period, self.namespace, self.task) + self.elsewhere))
-            return
-        total = sum_rows(self.rows)
-        for g in self.groups:
-            title = f"Spend by {g.value}, {period}"
-            console.print(_spend_table(console, title, g.value.capitalize(), _group_rows(self.rows, g), total))
+        else:
+            total = sum_rows(self.rows)
+            for g in self.groups:
+                title = f"Spend by {g.value}, {period}"
+                console.print(_spend_table(console, title, g.value.capitalize(), _group_rows(self.rows, g), total))
+        if self.budgets:
+            console.print(_budget_table(console, self.budgets))
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -218,7 +228,7 @@ def _nothing_spent(where: str, period: str, namespace: str | None, task: str | N
 
 def _spend_cells(sums: dict[str, Any]) -> list[str]:
     ratio = sums["hit_ratio"]
-    spent = usd(Decimal(sums["cost"])) + (
+    spent = usd(Decimal(sums["cost"]) + Decimal(sums["embedding_cost"])) + (
         f" + {sums['unpriced_requests']:,} unpriced" if sums["unpriced_requests"] else ""
     )
     saved = usd(Decimal(sums["saved"])) + (f" + {sums['unpriced_hits']:,} unpriced" if sums["unpriced_hits"] else "")
@@ -256,4 +266,66 @@ def _spend_table(
         [Column(header=column), *_SPEND_COLUMNS],
         [[safe(name), *_spend_cells(sums)] for name, sums in groups],
         footer=["Total", *_spend_cells(total)] if len(groups) > 1 else None,
+    )
+
+
+def _amount(unit: str, value: Decimal) -> str:
+    return usd(value) if unit == "usd" else f"{int(value):,} tokens"
+
+
+def _budget_dict(row: Any) -> dict[str, Any]:
+    return {
+        "budget": row.budget,
+        "tenant": row.tenant,
+        "unit": row.unit,
+        "period": row.period,
+        "period_start": None if row.period_start is None else row.period_start.isoformat(),
+        "resets_at": None if row.resets_at is None else row.resets_at.isoformat(),
+        "limit": str(row.limit),
+        "spent": str(row.spent),
+        "reserved": str(row.reserved),
+        "remaining": str(row.remaining),
+        "in_flight": row.in_flight,
+        "admitted": row.admitted,
+        "denied": row.denied,
+    }
+
+
+_BUDGET_COLUMNS: Final = tuple(
+    Column(header=header, drop_order=order)
+    for header, order in (
+        ("Period", 1),
+        ("Spent", 7),
+        ("Limit", 6),
+        ("Used", 5),
+        ("Held", 2),
+        ("Denied", 4),
+        ("Resets (UTC)", 3),
+    )
+)
+
+
+def _budget_table(console: Console, rows: Any) -> Table:
+    """Each budget's use per tenant in its current period (UTC days and months)."""
+    cells = []
+    for r in rows:
+        name = r.budget if r.tenant is None else f"{r.budget} / {r.tenant}"
+        used = "-" if r.used is None else f"{r.used:.0%}"
+        held = _amount(r.unit, r.reserved) + (f" ({r.in_flight:,} in flight)" if r.in_flight else "")
+        resets = "never" if r.resets_at is None else r.resets_at.strftime("%Y-%m-%d %H:%M")
+        period = r.period if r.period_start is None else f"{r.period} of {r.period_start.isoformat()}"
+        cells.append(
+            [
+                safe(name),
+                period,
+                _amount(r.unit, r.spent),
+                _amount(r.unit, r.limit),
+                used,
+                held,
+                f"{r.denied:,}",
+                resets,
+            ]
+        )
+    return fitted_table(
+        console, "Budgets, current periods", [Column(header="Budget / tenant"), *_BUDGET_COLUMNS], cells
     )

@@ -55,8 +55,19 @@ class CallRecord:
     """Attempts made at the requests sent, retries included (equal to `misses` when nothing was retried)."""
     retry_wait: float = 0.0
     """Seconds spent waiting between retries of rate-limited or failed requests."""
-    cache_errors: int = 0
-    """Cache operations that failed during the call (the call went on without the cache)."""
+    embedding_calls: int = 0
+    """Embedding calls the semantic cache made for the call."""
+    embedding_tokens: int = 0
+    """Tokens of those embedding calls."""
+    embedding_cost: Decimal = Decimal(0)
+    """USD of the embedding calls that could be priced (see `unpriced_embedding_calls`)."""
+    unpriced_embedding_calls: int = 0
+    """Embedding calls whose cost is unknown: `embedding_cost` is then a lower bound."""
+    charged_embedding_cost: Decimal = Decimal(0)
+    """Of `embedding_cost`, what the call's budgets have been charged so far (the rest is charged with the next
+    request sent, or at the end of the call)."""
+    charged_embedding_tokens: int = 0
+    """Of `embedding_tokens`, what the call's budgets have been charged so far."""
     first_request: CanonicalRequest | None = None
     """The canonical form of the run's first model request (for the run-level fast path)."""
     run_level_hit: bool = False

@@ -62,6 +62,7 @@ from pyai_caching.engine.entries import (
     encode_entry,
 )
 from pyai_caching.engine.single_flight import Flight, SingleFlight
+from pyai_caching.engine.stream_replay import without_stream
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import LockingStore, Store
 from pyai_caching.stores.lag import wait_responsive
@@ -136,7 +137,7 @@ class Fill:
         "_fkey",
         "_flight",
         "_key",
-        "_lock",
+        "_lock_token",
         "_lock_ttl",
         "_record",
         "_renewer",
@@ -156,7 +157,7 @@ class Fill:
         self._lock_ttl = lock_ttl
         self._fkey = (id(access.store), key)
         self._flight: Flight[bytes] | None = None
-        self._lock: str | None = None
+        self._lock_token: str | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._wait_started: float | None = None
         self._filling_token: contextvars.Token[frozenset[tuple[int, str]]] | None = None
@@ -201,6 +202,9 @@ class Fill:
         """
         try:
             raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+            if entry.stream is not None and not self._access.fits(len(raw)):
+                # The recorded stream events made it too large: keep the response (a streamed hit gets one chunk).
+                raw = encode_entry(without_stream(entry), secret=self._access.secret, key=self._key)
         except EntryEncodeError as e:  # the waiters call the model themselves; the caller keeps its answer
             logger.warning("not caching %s: %s", self._key, e)
             await self._finish(None)
@@ -239,18 +243,18 @@ class Fill:
         answered = time.monotonic()  # when the store last answered a lock command
         while True:
             try:
-                outcome, taken = await self._access._attempt(
+                outcome, taken = await self._access.attempt(
                     "lock", store.acquire_lock(name, token, ttl=self._lock_ttl), self._record
                 )
             except asyncio.CancelledError:
                 # The script may have taken the lock before the cancellation arrived: release it by its token on the
                 # way out (a no-op if it was not taken), rather than leave other processes waiting for it to expire.
-                self._lock = token
+                self._lock_token = token
                 raise
             if outcome is Outcome.OK:
                 answered = time.monotonic()
                 if taken:
-                    self._lock = token
+                    self._lock_token = token
                     self._renewer = asyncio.create_task(self._renew(store, name, token))
                     # The previous holder may have stored the entry just before releasing the lock.
                     return await self._read_as_holder()
@@ -338,12 +342,12 @@ class Fill:
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()  # not awaited: a renewal that still lands after the release finds no token and is a no-op
-        token, self._lock = self._lock, None
+        token, self._lock_token = self._lock_token, None
         if token is not None:
             store = self._access.store
             assert isinstance(store, LockingStore)
             # Never raises: a lock that cannot be released expires by itself.
-            release = self._access._guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
+            release = self._access.guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
             await _to_the_end(release, min(self._lock_ttl, CLEANUP_LIMIT))
 
 

@@ -4,7 +4,7 @@ The engine (keys, entries, store access, single-flight, the fast path) never imp
 one, it goes through this module:
 
 * `CacheView`: the capability being served (`pyai_caching.ResponseCache` implements it). It prices requests and
-  hits (spend), checks budgets (spend) and may carry a `SemanticIndex` (the semantic feature).
+  hits (spend), checks and charges budgets (spend) and may carry a `SemanticIndex` (the semantic feature).
 * `SemanticIndex`: a lookup by meaning after an exact miss, and the recording of a new answer.
 * `Observer`: counters and OpenTelemetry (`pyai_caching.observability` installs one when the package is imported);
   the default observes nothing.
@@ -13,6 +13,7 @@ one, it goes through this module:
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from pyai_caching.stores import Store
     from pyai_caching.types import CacheMode
 
-__all__ = ["CacheView", "MissListener", "Observer", "SemanticIndex", "install_observer", "observer"]
+__all__ = ["BudgetCharge", "CacheView", "MissListener", "Observer", "SemanticIndex", "install_observer", "observer"]
 
 
 class SemanticIndex(Protocol):
@@ -78,6 +79,8 @@ class CacheView(Protocol):
     def key_salt(self) -> str: ...
     @property
     def semantic(self) -> SemanticIndex | None: ...
+    @property
+    def replay_pace(self) -> float | None: ...
 
     def own_record(self) -> CallRecord | None:
         """The record of the `cached_agent_run` call in progress, if this capability reports into it."""
@@ -91,8 +94,18 @@ class CacheView(Protocol):
         """What a hit saved: the one rule for pricing savings, used by the call record and the observer alike."""
         ...
 
-    async def check_budget(self, record: CallRecord | None) -> None:
-        """Raise `BudgetExceededError` before a miss calls the model when a budget is spent."""
+    def spending(self, record: CallRecord | None, ctx: Any) -> AbstractAsyncContextManager[BudgetCharge]:
+        """Entered around each request sent to the model: checks the budgets first (raising `BudgetExceededError`
+        when one is spent), then charges them with what `BudgetCharge.settle` reports (nothing if it is not called).
+        `ctx` is the run's `RunContext` (its deps may name the tenant)."""
+        ...
+
+
+class BudgetCharge(Protocol):
+    """What one request sent to the model cost, reported to its budgets."""
+
+    def settle(self, cost: Decimal | None, usage: RequestUsage) -> None:
+        """The request's cost (`None`: unknown) and usage."""
         ...
 
 

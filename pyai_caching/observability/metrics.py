@@ -27,20 +27,34 @@ What counts:
   one that received it counts as a hit (it called no model), one that did not (that call failed) stays a miss.
 
 Requests made with `cache_mode="bypass"` never touch the cache and are not counted.
+
+At most `MAX_SERIES` (1,000) label sets are counted apart. Counts for further label sets (a task name that
+varies per call, a user id for instance) go to one more series labelled `"(other)"` (`OTHER_LABEL`) in
+namespace, task and model, so that memory stays bounded; the totals stay exact, and the first such count logs a
+warning (once per process).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["Counters", "Labels", "MetricsSnapshot", "reset", "snapshot"]
+__all__ = ["MAX_SERIES", "OTHER_LABEL", "Counters", "Labels", "MetricsSnapshot", "reset", "snapshot"]
+
+logger = logging.getLogger("pyai_caching")
 
 _ZERO = Decimal(0)
+
+MAX_SERIES: Final = 1000
+"""How many label sets (namespace, task, model) are counted apart; further ones are counted under `OTHER_LABEL`."""
+
+OTHER_LABEL: Final = "(other)"
+"""The namespace, task and model of the series that counts the label sets beyond the first `MAX_SERIES`."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,38 +110,21 @@ class Counters:
         return self.hits / lookups if lookups else None
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(
-            hits=self.hits + other.hits,
-            run_hits=self.run_hits + other.run_hits,
-            semantic_hits=self.semantic_hits + other.semantic_hits,
-            misses=self.misses + other.misses,
-            stampede_waits=self.stampede_waits + other.stampede_waits,
-            stampede_wait_seconds=self.stampede_wait_seconds + other.stampede_wait_seconds,
-            errors=self.errors + other.errors,
-            requests=self.requests + other.requests,
-            cost=self.cost + other.cost,
-            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
-            cost_saved=self.cost_saved + other.cost_saved,
-            unpriced_hits=self.unpriced_hits + other.unpriced_hits,
-        )
+        return Counters(**{name: getattr(self, name) + getattr(other, name) for name in _COUNTERS})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (costs as strings, to keep every digit)."""
-        return {
-            "hits": self.hits,
-            "run_hits": self.run_hits,
-            "semantic_hits": self.semantic_hits,
-            "misses": self.misses,
-            "hit_ratio": self.hit_ratio,
-            "stampede_waits": self.stampede_waits,
-            "stampede_wait_seconds": self.stampede_wait_seconds,
-            "errors": self.errors,
-            "requests": self.requests,
-            "cost": str(self.cost),
-            "unpriced_requests": self.unpriced_requests,
-            "cost_saved": str(self.cost_saved),
-            "unpriced_hits": self.unpriced_hits,
-        }
+        """JSON-ready form (costs as strings, to keep every digit), with `hit_ratio` after `misses`."""
+        out: dict[str, Any] = {}
+        for name in _COUNTERS:
+            value = getattr(self, name)
+            out[name] = str(value) if isinstance(value, Decimal) else value
+            if name == "misses":
+                out["hit_ratio"] = self.hit_ratio
+        return out
+
+
+_COUNTERS: Final = tuple(f.name for f in fields(Counters))
+"""The names of the counters, in the order of `Counters`: the one list of them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +134,8 @@ class MetricsSnapshot:
     total: Counters
     """Everything summed."""
     series: Mapping[Labels, Counters] = field(default_factory=dict)
-    """The counters of each (namespace, task, model) seen so far."""
+    """The counters of each (namespace, task, model) seen so far: the first `MAX_SERIES` label sets, then one series
+    labelled `OTHER_LABEL` for all the others."""
     errors_by_kind: Mapping[str, int] = field(default_factory=dict)
     """Failures by `<operation>:<exception type>`, for example `get:ConnectionError`, `set:TimeoutError`, or
     `decode:EntryDecodeError` for an unreadable entry."""
@@ -176,46 +174,15 @@ class MetricsSnapshot:
         }
 
 
-class _Series:
-    """The mutable counters of one label set (only touched under the registry lock)."""
+_Series = dict[str, Any]
+"""The mutable counters of one label set, by the names of `Counters` (only touched under the registry lock)."""
 
-    __slots__ = (
-        "cost",
-        "cost_saved",
-        "errors",
-        "hits",
-        "misses",
-        "requests",
-        "run_hits",
-        "semantic_hits",
-        "stampede_wait_seconds",
-        "stampede_waits",
-        "unpriced_hits",
-        "unpriced_requests",
-    )
 
-    def __init__(self) -> None:
-        self.hits = self.run_hits = self.misses = self.stampede_waits = self.errors = 0
-        self.semantic_hits = 0
-        self.requests = self.unpriced_requests = self.unpriced_hits = 0
-        self.stampede_wait_seconds = 0.0
-        self.cost = self.cost_saved = _ZERO
+def _new_series() -> _Series:
+    return {f.name: f.default for f in fields(Counters)}
 
-    def freeze(self) -> Counters:
-        return Counters(
-            hits=self.hits,
-            run_hits=self.run_hits,
-            semantic_hits=self.semantic_hits,
-            misses=self.misses,
-            stampede_waits=self.stampede_waits,
-            stampede_wait_seconds=self.stampede_wait_seconds,
-            errors=self.errors,
-            requests=self.requests,
-            cost=self.cost,
-            unpriced_requests=self.unpriced_requests,
-            cost_saved=self.cost_saved,
-            unpriced_hits=self.unpriced_hits,
-        )
+
+_OTHER: Final = (OTHER_LABEL, OTHER_LABEL, OTHER_LABEL)
 
 
 class _Registry:
@@ -225,13 +192,32 @@ class _Registry:
         self._lock = threading.Lock()
         self._series: dict[tuple[str | None, str | None, str | None], _Series] = {}
         self._errors: dict[str, int] = {}
+        self.max_series = MAX_SERIES
+        """Label sets counted apart; the counts of further ones go to the `OTHER_LABEL` series."""
+        self._warned = False
 
     def _get(self, namespace: str | None, task: str | None, model: str | None) -> _Series:
         key = (namespace, task, model)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series()
+            if len(self._series) >= self.max_series:
+                key = _OTHER
+                self._warn_once()
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _new_series()
         return series
+
+    def _warn_once(self) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        logger.warning(
+            "metrics: more than %s label sets (namespace, task, model) in this process; the further ones are "
+            "counted together under %r (totals stay exact)",
+            f"{self.max_series:,}",
+            OTHER_LABEL,
+        )
 
     def add_lookup(
         self,
@@ -246,29 +232,29 @@ class _Registry:
         with self._lock:
             series = self._get(namespace, task, model)
             if not hit:
-                series.misses += 1
+                series["misses"] += 1
                 return
-            series.hits += 1
+            series["hits"] += 1
             if run_level:
-                series.run_hits += 1
+                series["run_hits"] += 1
             if cost_saved is None:
-                series.unpriced_hits += 1
+                series["unpriced_hits"] += 1
             else:
-                series.cost_saved += cost_saved
+                series["cost_saved"] += cost_saved
 
     def add_semantic_hit(self, namespace: str, task: str | None, model: str | None) -> None:
         """Of the hits counted by `add_lookup`, one was answered by a similar prompt (the semantic cache)."""
         with self._lock:
-            self._get(namespace, task, model).semantic_hits += 1
+            self._get(namespace, task, model)["semantic_hits"] += 1
 
     def add_request(self, namespace: str, task: str | None, model: str | None, cost: Decimal | None) -> None:
         with self._lock:
             series = self._get(namespace, task, model)
-            series.requests += 1
+            series["requests"] += 1
             if cost is None:
-                series.unpriced_requests += 1
+                series["unpriced_requests"] += 1
             else:
-                series.cost += cost
+                series["cost"] += cost
 
     def add_stampede_wait(
         self,
@@ -284,26 +270,26 @@ class _Registry:
         recorded for the lookup becomes a hit."""
         with self._lock:
             series = self._get(namespace, task, model)
-            series.stampede_waits += 1
-            series.stampede_wait_seconds += seconds
+            series["stampede_waits"] += 1
+            series["stampede_wait_seconds"] += seconds
             if not served:
                 return
-            series.misses = max(series.misses - 1, 0)
-            series.hits += 1
+            series["misses"] = max(series["misses"] - 1, 0)
+            series["hits"] += 1
             if cost_saved is None:
-                series.unpriced_hits += 1
+                series["unpriced_hits"] += 1
             else:
-                series.cost_saved += cost_saved
+                series["cost_saved"] += cost_saved
 
     def add_error(self, kind: str, namespace: str | None, task: str | None, model: str | None) -> None:
         with self._lock:
-            self._get(namespace, task, model).errors += 1
+            self._get(namespace, task, model)["errors"] += 1
             self._errors[kind] = self._errors.get(kind, 0) + 1
 
     def snapshot(self) -> MetricsSnapshot:
         with self._lock:
             series = {
-                Labels(namespace=ns, task=task, model=model): s.freeze()
+                Labels(namespace=ns, task=task, model=model): Counters(**s)
                 for (ns, task, model), s in self._series.items()
             }
             errors = dict(self._errors)

@@ -28,7 +28,7 @@ from pydantic_ai.usage import RequestUsage, RunUsage
 
 from pyai_caching.exceptions import ConfigurationError
 
-__all__ = ["ModelCosts", "check_custom_costs", "find_custom_costs", "price"]
+__all__ = ["ModelCosts", "check_custom_costs", "find_custom_costs", "price", "to_decimal"]
 
 logger = logging.getLogger("pyai_caching")
 
@@ -39,20 +39,22 @@ _TEST_SYSTEMS = frozenset({"test", "function"})
 
 _warned_lock = threading.Lock()
 _warned: set[tuple[str | None, str]] = set()
+"""Models warned about (once per process each). Past `_WARNED_KEPT` names (a caller inventing model names), the
+set starts again: at worst a name is warned about twice."""
+_WARNED_KEPT = 1_000
 
 
-def _to_decimal(value: Any, name: str) -> Decimal:
+def to_decimal(value: Any, name: str, *, unit: str = "USD per million tokens") -> Decimal:
+    """`value` (int, float, str or Decimal, finite and >= 0) as a `Decimal`; a `ConfigurationError` naming `name`
+    otherwise. A float goes through its shortest repr, so 0.1 becomes `Decimal("0.1")`."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ConfigurationError(
-            f"{name} must be a number of USD per million tokens (int, float, str or Decimal), got {value!r}"
-        )
+        raise ConfigurationError(f"{name} must be a number of {unit} (int, float, str or Decimal), got {value!r}")
     try:
-        # A float goes through its shortest repr, so 0.1 becomes Decimal("0.1"), not 0.1000000000000000055...
         result = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
-        raise ConfigurationError(f"{name} must be a number of USD per million tokens, got {value!r}") from None
+        raise ConfigurationError(f"{name} must be a number of {unit}, got {value!r}") from None
     if not result.is_finite() or result < 0:
-        raise ConfigurationError(f"{name} must be a finite number >= 0 (USD per million tokens), got {value!r}")
+        raise ConfigurationError(f"{name} must be a finite number >= 0 ({unit}), got {value!r}")
     return result
 
 
@@ -87,17 +89,17 @@ class ModelCosts:
         cost_per_million_caching_input_tokens: int | float | str | Decimal | None = None,
         cost_per_million_caching_hit_tokens: int | float | str | Decimal | None = None,
     ) -> None:
-        input_rate = _to_decimal(cost_per_million_input_tokens, "cost_per_million_input_tokens")
-        output_rate = _to_decimal(cost_per_million_output_tokens, "cost_per_million_output_tokens")
+        input_rate = to_decimal(cost_per_million_input_tokens, "cost_per_million_input_tokens")
+        output_rate = to_decimal(cost_per_million_output_tokens, "cost_per_million_output_tokens")
         write_rate = (
             input_rate
             if cost_per_million_caching_input_tokens is None
-            else _to_decimal(cost_per_million_caching_input_tokens, "cost_per_million_caching_input_tokens")
+            else to_decimal(cost_per_million_caching_input_tokens, "cost_per_million_caching_input_tokens")
         )
         read_rate = (
             input_rate
             if cost_per_million_caching_hit_tokens is None
-            else _to_decimal(cost_per_million_caching_hit_tokens, "cost_per_million_caching_hit_tokens")
+            else to_decimal(cost_per_million_caching_hit_tokens, "cost_per_million_caching_hit_tokens")
         )
         object.__setattr__(self, "cost_per_million_input_tokens", input_rate)
         object.__setattr__(self, "cost_per_million_output_tokens", output_rate)
@@ -227,6 +229,8 @@ def _warn_unknown(model_name: str, provider: str | None) -> None:
     with _warned_lock:
         if key in _warned:
             return
+        if len(_warned) >= _WARNED_KEPT:
+            _warned.clear()
         _warned.add(key)
     shown = f"{provider}:{model_name}" if provider else model_name
     logger.warning(

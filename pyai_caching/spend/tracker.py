@@ -17,8 +17,9 @@ from typing import Any
 from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import RunEntry
 from pyai_caching.exceptions import ConfigurationError
-from pyai_caching.spend.costs import ModelCosts, price
-from pyai_caching.spend.recorders import Expense, ExpenseHook, SimpleExpenseRecorder, TaskBudget, call_maybe_async
+from pyai_caching.spend.budget_gate import BudgetGate
+from pyai_caching.spend.costs import ModelCosts
+from pyai_caching.spend.expense import Expense, ExpenseHook, SimpleExpenseRecorder, call_maybe_async
 
 __all__ = ["SpendTracker", "check_hooks", "split_model_label"]
 
@@ -69,7 +70,11 @@ class SpendTracker:
     recorder: SimpleExpenseRecorder | None
     """`expense_recorder=`."""
     hooks: tuple[ExpenseHook, ...]
-    """`expense_hook=` (plus the budget's ledger)."""
+    """`expense_hook=` (plus the ledgers of the `TaskBudget`s)."""
+    gate: BudgetGate | None = None
+    """The call's budgets, charged at the end with what no request was charged with (embedding calls)."""
+    deps: Any = None
+    """The run's deps (for budgets per tenant computed from them)."""
     started: float = field(default_factory=time.monotonic)
     """`time.monotonic()` when the call started."""
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -84,18 +89,20 @@ class SpendTracker:
         custom_costs: Mapping[str, ModelCosts] | None,
         expense_recorder: Any,
         expense_hook: Any,
-        budget: TaskBudget | None,
+        gate: BudgetGate | None,
+        deps: Any = None,
     ) -> SpendTracker | None:
-        """A tracker, or `None` when the call records nothing (then no pricing work is done)."""
+        """A tracker, or `None` when the call records nothing and has no budget (then no pricing work is done)."""
         if expense_recorder is not None and not callable(expense_recorder):
             raise ConfigurationError(
                 f"expense_recorder must be a callable (model: str, task_name: str, cost: float) -> None, sync or "
                 f"async, got {type(expense_recorder).__name__}"
             )
         hooks = check_hooks(expense_hook)
-        if budget is not None and not any(hook is budget.ledger for hook in hooks):
-            hooks = (*hooks, budget.ledger)
-        if expense_recorder is None and not hooks:
+        for budget in gate.task_budgets if gate is not None else ():
+            if not any(hook is budget.ledger for hook in hooks):
+                hooks = (*hooks, budget.ledger)
+        if expense_recorder is None and not hooks and (gate is None or not gate.shared):
             return None
         return cls(
             task_name=task_name,
@@ -103,16 +110,17 @@ class SpendTracker:
             custom_costs=custom_costs,
             recorder=expense_recorder,
             hooks=hooks,
+            gate=gate,
+            deps=deps,
         )
 
-    def note_run_hit(self, record: CallRecord, entry: RunEntry) -> None:
-        """Fill `record` for a call answered by a whole-run entry: what the stored run cost is what it saved."""
+    def note_run_hit(self, record: CallRecord, entry: RunEntry, saved: Decimal | None) -> None:
+        """Fill `record` for a call answered by a whole-run entry, which saved `saved` USD (priced by the
+        capability's one rule, `ResponseCache.saved_cost`; `None`: unknown)."""
         record.run_level_hit = True
         record.hits += max(entry.meta.requests, 1)
         record.saved_usage.incr(entry.usage)
         record.models.append(entry.meta.model)
-        system, name = split_model_label(entry.meta.model)
-        saved = price(entry.usage, name, self.custom_costs, provider=system, known_cost=entry.meta.cost)
         if saved is None:
             record.unpriced_hits += max(entry.meta.requests, 1)
         else:
@@ -144,6 +152,10 @@ class SpendTracker:
             attempts=max(record.attempts, record.misses),
             retry_wait=record.retry_wait,
             run_level_hit=record.run_level_hit,
+            embedding_calls=record.embedding_calls,
+            embedding_tokens=record.embedding_tokens,
+            embedding_cost=record.embedding_cost,
+            unpriced_embedding_calls=record.unpriced_embedding_calls,
             semantic_matches=tuple(record.semantic_matches),
             started_at=self.started_at,
             duration=time.monotonic() - self.started,
@@ -151,15 +163,14 @@ class SpendTracker:
         )
 
     async def deliver(self, record: CallRecord, error: BaseException | None = None) -> None:
-        """Hand the call's expense to every recorder; a recorder that raises is logged and skipped. Never raises."""
-        try:
-            expense = self.expense(record, error)
-        except Exception:
-            logger.warning("could not build the expense of task %r", self.task_name, exc_info=True)
-            return
+        """Charge the budgets with what is left, then hand the call's expense to every recorder; a recorder that
+        raises is logged and skipped (its errors are the caller's code, not the call's)."""
+        if self.gate is not None:
+            await self.gate.charge_leftovers(record, self.deps)
+        expense = self.expense(record, error)
         if self.recorder is not None:
             try:
-                await call_maybe_async(self.recorder, expense.model, expense.task_name, float(record.cost))
+                await call_maybe_async(self.recorder, expense.model, expense.task_name, float(expense.total_cost or 0))
             except Exception:
                 logger.warning(
                     "expense_recorder %r failed for task %r; the call's result is returned anyway",

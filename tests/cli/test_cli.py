@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -388,6 +389,52 @@ def test_spend_per_task_model_and_day(cli: Cli, redis_url: str) -> None:
     empty = cli("spend", "--since", "2020-01-01", "--until", "2020-01-31", "--redis-url", redis_url)
     assert empty.exit_code == 0
     assert "No spend recorded" in empty.stdout
+
+
+def test_spend_shows_each_budgets_use(cli: Cli, redis_url: str) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelResponse, TextPart
+    from pydantic_ai.models.function import FunctionModel
+    from pydantic_ai.usage import RequestUsage
+
+    from pyai_caching import Budget, BudgetExceededError, MemoryStore, ModelCosts, cached_agent_run
+
+    agent = Agent(
+        FunctionModel(
+            lambda messages, info: ModelResponse(
+                parts=[TextPart("ok")], usage=RequestUsage(input_tokens=1_000, output_tokens=100)
+            ),
+            model_name="priced",
+        )
+    )
+    usd = Budget("per-namespace", usd="0.005", period="total", tenant="namespace", redis_url=redis_url)
+    tokens = Budget("all-tokens", tokens=100_000, period="total", redis_url=redis_url)
+
+    async def calls() -> None:
+        for namespace, prompt in [("acme", "a"), ("acme", "b"), ("acme", "c"), ("globex", "a")]:
+            with contextlib.suppress(BudgetExceededError):
+                await cached_agent_run(
+                    agent, prompt, "t", store=MemoryStore(), namespace=namespace,
+                    custom_costs={"priced": ModelCosts(2, 10)}, budget=[usd, tokens],
+                )  # fmt: skip
+
+    run(calls())
+    result = cli("spend", "--redis-url", redis_url)
+    assert result.exit_code == 0, result.output
+    assert "No spend recorded" in result.stdout  # no ledger: the budgets are shown all the same
+    assert table_rows(result.stdout, "Budgets, current periods") == [
+        ["Budget / tenant", "Period", "Spent", "Limit", "Used", "Held", "Denied", "Resets (UTC)"],
+        ["all-tokens", "total", "3,300 tokens", "100,000 tokens", "3%", "0 tokens", "0", "never"],
+        ["per-namespace / acme", "total", "$0.006", "$0.005", "120%", "$0", "1", "never"],
+        ["per-namespace / globex", "total", "$0.003", "$0.005", "60%", "$0", "0", "never"],
+    ]
+    data = json.loads(cli("spend", "--redis-url", redis_url, "--json").stdout)
+    acme = next(b for b in data["budgets"] if b["tenant"] == "acme")
+    assert acme == {
+        "budget": "per-namespace", "tenant": "acme", "unit": "usd", "period": "total", "period_start": None,
+        "resets_at": None, "limit": "0.005", "spent": "0.006", "reserved": "0", "remaining": "0", "in_flight": 0,
+        "admitted": 2, "denied": 1,
+    }  # fmt: skip
 
 
 def test_spend_needs_redis(cli: Cli, tmp_path: Path) -> None:

@@ -185,3 +185,38 @@ def test_snapshots_are_copies_and_reset_clears() -> None:
     metrics.reset()
     assert metrics.snapshot().total == Counters()
     assert metrics.snapshot().total.hit_ratio is None
+
+
+async def test_label_sets_beyond_the_cap_are_counted_together(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(metrics.REGISTRY, "max_series", 2)
+    monkeypatch.setattr(metrics.REGISTRY, "_warned", False)
+    store, counter = MemoryStore(), Counter()
+    agent = make_agent(counter, output_type=Person)
+    with caplog.at_level("WARNING", logger="pyai_caching"):
+        for task in ["a", "b", "c", "d", "a", "d"]:  # one prompt per task: a hit is a hit of the same task
+            await cached_agent_run(agent, f"Ada, 36 ({task})", task, store=store, custom_costs=PRICES)
+
+    snap = metrics.snapshot()
+    one_miss = Counters(misses=1, requests=1, cost=Decimal("0.0006"))
+    miss_then_hit = Counters(
+        hits=1, run_hits=1, misses=1, requests=1, cost=Decimal("0.0006"), cost_saved=Decimal("0.0006")
+    )
+    other = metrics.OTHER_LABEL
+    assert snap.series == {
+        Labels(namespace="default", task="a", model=MODEL): miss_then_hit,
+        Labels(namespace="default", task="b", model=MODEL): one_miss,
+        Labels(namespace=other, task=other, model=other): one_miss + miss_then_hit,  # c, then d twice
+    }
+    assert snap.total == miss_then_hit + one_miss + one_miss + miss_then_hit  # the totals stay exact
+    warnings = [r.getMessage() for r in caplog.records if "label sets" in r.getMessage()]
+    assert warnings == [
+        "metrics: more than 2 label sets (namespace, task, model) in this process; the further ones are counted "
+        "together under '(other)' (totals stay exact)"
+    ]
+
+
+def test_the_cap_is_documented_and_generous() -> None:
+    assert metrics.MAX_SERIES == metrics.REGISTRY.max_series == 1000
+    assert "MAX_SERIES" in (metrics.__doc__ or "")

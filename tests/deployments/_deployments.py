@@ -40,8 +40,8 @@ MINIMAL_ACL: tuple[str, ...] = (
     "+cluster|slots",
     "+command",
 )
-"""The documented least-privilege rule (README.md, "A least-privilege ACL user"), token by token; the tests prove
-it is enough and that each permission in it is needed."""
+"""The documented least-privilege rule (docs/guide/deployments.md, "A least-privilege ACL user"), token by token;
+the tests prove it is enough and that each permission in it is needed (and tests/docs that the docs show it)."""
 
 
 @dataclass(frozen=True)

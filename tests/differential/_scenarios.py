@@ -564,7 +564,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("test-model-replaced", lambda: testmodel_world("Paris"), replace_test_model, cached_repeat=False),
     Scenario("wrapper-model-tenant", tenant_wrapper_model, switch_tenant_model, call(["show my invoices"])),
     # A token limit is checked against the response's usage, which is zero on a hit: `agent.run` raises
-    # UsageLimitExceeded, the cached call answers. (A policy question: if intended, say so in the README.)
+    # UsageLimitExceeded, the cached call answers. (Decided: docs/guide/keys.md, "What is outside the key".)
     Scenario("file-identifier", world, with_prompt(["Which file?", CONTRACT_B]), call(["Which file?", CONTRACT_A])),
 ]
 # fmt: on

@@ -136,8 +136,9 @@ async def test_nested_model_fallback_falls_back_as_in_agent_run() -> None:
 
 
 async def test_a_hit_uses_no_tokens_so_token_limits_do_not_trip_on_it() -> None:
-    """Decided, and documented in README: a hit consumes no tokens (usage is what differs by design), so a token
-    limit that the model's own answer would exceed does not trip on a hit; the request limit still counts."""
+    """Decided, and documented in docs/guide/keys.md ("What is outside the key"): a hit consumes no tokens (usage
+    is what differs by design), so a token limit that the model's own answer would exceed does not trip on a hit;
+    the request limit still counts."""
     from pydantic_ai.exceptions import UsageLimitExceeded
     from pydantic_ai.usage import UsageLimits
 

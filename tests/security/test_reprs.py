@@ -12,6 +12,7 @@ import pytest
 from pydantic_ai.models.test import TestModel
 
 from pyai_caching import (
+    Budget,
     LocalStore,
     LoggingRecorder,
     MemoryStore,
@@ -64,12 +65,17 @@ OBJECTS: dict[str, Callable[[Path], Any]] = {
     "RedisSpendLedger": lambda _: RedisSpendLedger(URL),
     "RedisSpendLedger(store=)": lambda _: RedisSpendLedger(store=RedisStore(URL)),
     "TaskBudget": lambda _: TaskBudget(5, RedisSpendLedger(URL)),
+    "Budget": lambda _: Budget("daily", usd=5, tenant=lambda deps: PASSWORD, redis_url=URL),
+    "Budget(store=)": lambda _: Budget("daily", tokens=5, store=RedisStore(URL)),
     "LoggingRecorder": lambda _: LoggingRecorder(logger=logging.getLogger("spend"), level=logging.DEBUG),
     "RetryPolicy": lambda _: RetryPolicy(max_wait=5),
     "RetryingModel": lambda _: RetryingModel(TestModel(), RetryPolicy()),
     "SemanticCache": lambda _: semantic(),
     "ResponseCache(store=, semantic=, budget=)": lambda _: ResponseCache(
         store=RedisStore(URL), semantic=semantic(), budget=TaskBudget(1, RedisSpendLedger(URL)), task_name="t"
+    ),
+    "ResponseCache(budget=[Budget])": lambda _: ResponseCache(
+        store=MemoryStore(), budget=[Budget("daily", usd=1, redis_url=URL)], task_name="t"
     ),
 }
 

@@ -666,7 +666,7 @@ async def test_a_deleted_index_forgets_its_prompts_in_every_process(redis_url: s
 
 
 def test_without_numpy_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pyai_caching.semantic as semantic_module
+    import pyai_caching.semantic.vectors as semantic_module
 
     monkeypatch.setitem(sys.modules, "numpy", None)  # what `import numpy` sees when numpy is not installed
     monkeypatch.setattr(semantic_module, "_np", None)

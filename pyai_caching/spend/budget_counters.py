@@ -1,0 +1,404 @@
+"""Where `Budget`s keep their counters: Redis (shared by every process, one Lua script per check) or this process.
+
+## Redis schema (version 1)
+
+```
+pyai_caching_budget:{v1}:budgets                       hash: <name> -> JSON of the budget (unit, period, limit,
+                                                       tenant kind), <name>|largest -> largest single charge
+pyai_caching_budget:{v1}:use:<name>|<tenant>|<period>  hash: spent, reserved, in_flight, admitted, denied, expired
+pyai_caching_budget:{v1}:held:<name>|<tenant>|<period> sorted set: <reservation id>:<amount>, scored by the Redis
+                                                       server's time (ms) when its lease ends
+pyai_caching_budget:{v1}:tenants:<name>|<period>       set of the tenants with use in the period
+```
+
+Amounts are whole numbers: nano-USD (1e-9 USD) for USD budgets, tokens for token budgets. `<period>` is
+`2025-06-01` (day), `2025-06` (month) or `total`; `|` and `%` in a name or tenant are written `%7C` and `%25`.
+The `{v1}` hash tag keeps every key on one Redis Cluster slot, so one script can check every budget of a call.
+
+## Reserve, then settle
+
+`RESERVE` (one script, atomic): for each budget, give back the reservations whose lease ended (a process that
+died mid-request), then refuse if `spent + reserved >= limit`; when no budget refuses, hold `amount` in each
+(`reserved += amount`) under a lease. `SETTLE` (after the request): drop the reservation and add the real
+charge to `spent`. Two processes can never both be admitted on the last unit: the first one's reservation is
+counted by the second one's check.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from pyai_caching.stores.memory import MemoryStore
+from pyai_caching.stores.redis import RedisStore
+
+__all__ = [
+    "BUDGET_KEY_PREFIX",
+    "REGISTRY_KEY",
+    "Ask",
+    "Counters",
+    "Held",
+    "MemoryCounters",
+    "RedisCounters",
+    "Refusal",
+    "counters_for",
+    "escape",
+]
+
+BUDGET_KEY_PREFIX: Final = "pyai_caching_budget:{v1}:"
+"""Every budget key starts with this (outside the cache's `pyai_caching:` prefix: clearing the cache keeps it)."""
+REGISTRY_KEY: Final = f"{BUDGET_KEY_PREFIX}budgets"
+"""The hash of the budgets that have been used, by name (what `read_budget_usage` lists)."""
+
+FIELDS: Final = ("spent", "reserved", "in_flight", "admitted", "denied", "expired")
+"""The fields of a use hash."""
+
+
+def escape(name: str) -> str:
+    """A name or tenant as written inside a key."""
+    return name.replace("%", "%25").replace("|", "%7C")
+
+
+def use_key(name: str, tenant: str, period: str) -> str:
+    """The hash of one budget's use by one tenant in one period."""
+    return f"{BUDGET_KEY_PREFIX}use:{escape(name)}|{escape(tenant)}|{period}"
+
+
+def held_key(name: str, tenant: str, period: str) -> str:
+    """The sorted set of that use's reservations."""
+    return f"{BUDGET_KEY_PREFIX}held:{escape(name)}|{escape(tenant)}|{period}"
+
+
+def tenants_key(name: str, period: str) -> str:
+    """The set of the tenants of one budget with use in one period."""
+    return f"{BUDGET_KEY_PREFIX}tenants:{escape(name)}|{period}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One budget's part of a check: what to read and, when admitted, what to hold."""
+
+    name: str
+    """The budget's name."""
+    tenant: str
+    """The tenant (`""` for a budget shared by every call)."""
+    period: str
+    """The period's id."""
+    limit: int
+    """The limit, in whole units."""
+    amount: int | None
+    """Units to hold until the request settles; `None`: the largest single charge this budget has seen."""
+    ttl: int
+    """Seconds the use keys live (the rest of the period plus a retention); `0`: no expiry."""
+    meta: str
+    """The budget as JSON, for readers of the registry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A reservation that was granted: settle it with the real charge."""
+
+    ask: Ask
+    amount: int
+    """Units held."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The budget that refused, and what it had then."""
+
+    ask: Ask
+    spent: int
+    reserved: int
+    in_flight: int
+
+
+class Counters(Protocol):
+    """A place that counts budgets' use atomically."""
+
+    @property
+    def description(self) -> str:
+        """Where the counters are (never with a password)."""
+        ...
+
+    async def reserve(self, asks: list[Ask], reservation: str, lease: float) -> list[Held] | Refusal:
+        """Admit (hold every ask's amount) or refuse, atomically for all of `asks`."""
+        ...
+
+    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
+        """Release each reservation (`None`: none was held) and add its charge (units) to its use."""
+        ...
+
+    async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
+        """The fields of each `(name, tenant, period)` use (missing fields are 0)."""
+        ...
+
+    async def tenants(self, name: str, period: str) -> list[str]:
+        """The tenants of `name` with use in `period`."""
+        ...
+
+    async def registry(self) -> dict[str, str]:
+        """The JSON of every budget used so far, by name."""
+        ...
+
+
+# KEYS: [1] the registry, then for each budget: its use hash, its held set, its tenants set.
+# ARGV: [1] reservation id, [2] lease (ms), then for each budget: limit, amount (-1: largest seen), ttl (s, 0: none),
+# name, meta JSON, tenant.
+RESERVE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = string.format('%d', now)
+local n = (#KEYS - 1) / 3
+local amounts = {}
+for i = 1, n do
+  local use, held = KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 2 + 6 * (i - 1)
+  local ended = redis.call('ZRANGEBYSCORE', held, '-inf', now_text)
+  if #ended > 0 then
+    local back = 0
+    for _, member in ipairs(ended) do back = back + tonumber(string.match(member, ':(%d+)$')) end
+    redis.call('HINCRBY', use, 'reserved', string.format('%d', -back))
+    redis.call('HINCRBY', use, 'in_flight', -#ended)
+    redis.call('HINCRBY', use, 'expired', #ended)
+    redis.call('ZREMRANGEBYSCORE', held, '-inf', now_text)
+  end
+  local spent = redis.call('HGET', use, 'spent') or '0'
+  local reserved = redis.call('HGET', use, 'reserved') or '0'
+  if tonumber(spent) + tonumber(reserved) >= tonumber(ARGV[a + 1]) then
+    redis.call('HINCRBY', use, 'denied', 1)
+    redis.call('SADD', KEYS[3 * i + 1], ARGV[a + 6])
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    if ARGV[a + 3] ~= '0' then
+      redis.call('EXPIRE', use, ARGV[a + 3])
+      redis.call('EXPIRE', KEYS[3 * i + 1], ARGV[a + 3])
+    end
+    return {i, spent, reserved, redis.call('HGET', use, 'in_flight') or '0'}
+  end
+  local amount = tonumber(ARGV[a + 2])
+  if amount < 0 then amount = tonumber(redis.call('HGET', KEYS[1], ARGV[a + 4] .. '|largest') or '0') end
+  amounts[i] = amount
+end
+for i = 1, n do
+  local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local a = 2 + 6 * (i - 1)
+  local member = ARGV[1] .. ':' .. string.format('%d', amounts[i])
+  redis.call('ZADD', held, string.format('%d', now + tonumber(ARGV[2])), member)
+  redis.call('HINCRBY', use, 'reserved', string.format('%d', amounts[i]))
+  redis.call('HINCRBY', use, 'in_flight', 1)
+  redis.call('HINCRBY', use, 'admitted', 1)
+  redis.call('SADD', tenants, ARGV[a + 6])
+  redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+  if ARGV[a + 3] ~= '0' then
+    for _, key in ipairs({use, held, tenants}) do redis.call('EXPIRE', key, ARGV[a + 3]) end
+  end
+end
+local granted = {0}
+for i = 1, n do granted[#granted + 1] = string.format('%d', amounts[i]) end
+return granted
+"""
+
+# KEYS: [1] the registry, then for each budget: its use hash, its held set, its tenants set.
+# ARGV: [1] reservation id, then for each budget: amount held (-1: none), charge, ttl (s, 0: none), name, tenant.
+SETTLE: Final = """
+local n = (#KEYS - 1) / 3
+for i = 1, n do
+  local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local a = 1 + 5 * (i - 1)
+  if ARGV[a + 1] ~= '-1' and redis.call('ZREM', held, ARGV[1] .. ':' .. ARGV[a + 1]) == 1 then
+    redis.call('HINCRBY', use, 'reserved', string.format('%d', -tonumber(ARGV[a + 1])))
+    redis.call('HINCRBY', use, 'in_flight', -1)
+  end
+  if ARGV[a + 2] ~= '0' then
+    redis.call('HINCRBY', use, 'spent', ARGV[a + 2])
+    redis.call('SADD', tenants, ARGV[a + 5])
+    local largest = KEYS[1]
+    if tonumber(ARGV[a + 2]) > tonumber(redis.call('HGET', largest, ARGV[a + 4] .. '|largest') or '0') then
+      redis.call('HSET', largest, ARGV[a + 4] .. '|largest', ARGV[a + 2])
+    end
+    if ARGV[a + 3] ~= '0' and redis.call('TTL', use) == -1 then
+      redis.call('EXPIRE', use, ARGV[a + 3])
+      redis.call('EXPIRE', tenants, ARGV[a + 3])
+    end
+  end
+end
+return 1
+"""
+
+
+def _keys(asks: list[Ask]) -> list[str]:
+    keys = [REGISTRY_KEY]
+    for ask in asks:
+        keys += [
+            use_key(ask.name, ask.tenant, ask.period),
+            held_key(ask.name, ask.tenant, ask.period),
+            tenants_key(ask.name, ask.period),
+        ]
+    return keys
+
+
+def _int(value: Any) -> int:
+    return int(value.decode() if isinstance(value, bytes) else value)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class RedisCounters:
+    """Budgets' counters in Redis: one script per check, one per settle."""
+
+    store: RedisStore
+
+    @property
+    def description(self) -> str:
+        return self.store.description
+
+    async def reserve(self, asks: list[Ask], reservation: str, lease: float) -> list[Held] | Refusal:
+        args: list[str | int] = [reservation, int(lease * 1000)]
+        for ask in asks:
+            args += [ask.limit, -1 if ask.amount is None else ask.amount, ask.ttl, ask.name, ask.meta, ask.tenant]
+        client = await self.store.client()
+        reply = await client.register_script(RESERVE)(keys=_keys(asks), args=args)
+        first = _int(reply[0])
+        if first:
+            spent, reserved, in_flight = (_int(v) for v in reply[1:4])
+            return Refusal(ask=asks[first - 1], spent=spent, reserved=reserved, in_flight=in_flight)
+        return [Held(ask=ask, amount=_int(v)) for ask, v in zip(asks, reply[1:], strict=True)]
+
+    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
+        args: list[str | int] = [reservation]
+        for hold, ask, charge in held:
+            args += [-1 if hold is None else hold.amount, charge, ask.ttl, ask.name, ask.tenant]
+        client = await self.store.client()
+        await client.register_script(SETTLE)(keys=_keys([ask for _, ask, _ in held]), args=args)
+
+    async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
+        if not uses:
+            return []
+        client = await self.store.client()
+        async with client.pipeline(transaction=False) as pipe:
+            for name, tenant, period in uses:
+                pipe.hgetall(use_key(name, tenant, period))
+            replies = await pipe.execute()
+        return [{f: _int(raw.get(f, raw.get(f.encode(), 0))) for f in FIELDS} for raw in replies]
+
+    async def tenants(self, name: str, period: str) -> list[str]:
+        client = await self.store.client()
+        return sorted(_text(t) for t in await client.smembers(tenants_key(name, period)))
+
+    async def registry(self) -> dict[str, str]:
+        client = await self.store.client()
+        raw = await client.hgetall(REGISTRY_KEY)
+        return {_text(k): _text(v) for k, v in raw.items() if "|" not in _text(k)}
+
+
+@dataclass
+class _Use:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
+    held: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Reservation id -> (amount, monotonic time its lease ends)."""
+
+
+@dataclass
+class MemoryCounters:
+    """Budgets' counters in this process (for a `MemoryStore`): the same rules as in Redis, nothing shared.
+
+    Periods here end by the budget's clock like in Redis; uses of ended periods are dropped when a new one starts.
+    """
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _uses: dict[tuple[str, str, str], _Use] = field(default_factory=dict, repr=False)
+    _registry: dict[str, str] = field(default_factory=dict, repr=False)
+    _largest: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def description(self) -> str:
+        return "memory"
+
+    def _use(self, ask: Ask) -> _Use:
+        key = (ask.name, ask.tenant, ask.period)
+        found = self._uses.get(key)
+        if found is None:
+            # A new period of this budget: the uses of its earlier periods are no longer needed.
+            for old in [k for k in self._uses if k[0] == ask.name and k[2] != ask.period]:
+                del self._uses[old]
+            found = self._uses[key] = _Use()
+        return found
+
+    async def reserve(self, asks: list[Ask], reservation: str, lease: float) -> list[Held] | Refusal:
+        now = time.monotonic()
+        with self._lock:
+            amounts: list[int] = []
+            for ask in asks:
+                use = self._use(ask)
+                for rid, (amount, ends) in list(use.held.items()):
+                    if ends <= now:
+                        del use.held[rid]
+                        use.counts["reserved"] -= amount
+                        use.counts["in_flight"] -= 1
+                        use.counts["expired"] += 1
+                c = use.counts
+                if c["spent"] + c["reserved"] >= ask.limit:
+                    c["denied"] += 1
+                    self._registry[ask.name] = ask.meta
+                    return Refusal(ask=ask, spent=c["spent"], reserved=c["reserved"], in_flight=c["in_flight"])
+                amounts.append(self._largest.get(ask.name, 0) if ask.amount is None else ask.amount)
+            for ask, amount in zip(asks, amounts, strict=True):
+                use = self._use(ask)
+                use.held[reservation] = (amount, now + lease)
+                use.counts["reserved"] += amount
+                use.counts["in_flight"] += 1
+                use.counts["admitted"] += 1
+                self._registry[ask.name] = ask.meta
+            return [Held(ask=ask, amount=amount) for ask, amount in zip(asks, amounts, strict=True)]
+
+    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
+        with self._lock:
+            for hold, ask, charge in held:
+                use = self._uses.get((ask.name, ask.tenant, ask.period))
+                if use is None:  # a period that has ended and been dropped meanwhile
+                    continue
+                if hold is not None and use.held.pop(reservation, None) is not None:
+                    use.counts["reserved"] -= hold.amount
+                    use.counts["in_flight"] -= 1
+                use.counts["spent"] += charge
+                self._largest[ask.name] = max(self._largest.get(ask.name, 0), charge)
+
+    async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
+        with self._lock:
+            return [dict(self._uses[u].counts) if u in self._uses else dict.fromkeys(FIELDS, 0) for u in uses]
+
+    async def tenants(self, name: str, period: str) -> list[str]:
+        with self._lock:
+            return sorted(t for n, t, p in self._uses if n == name and p == period)
+
+    async def registry(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._registry)
+
+
+_memory_lock = threading.Lock()
+_memory: dict[int, MemoryCounters] = {}
+"""The counters of each live `MemoryStore`, by `id` (an entry goes when its store is collected)."""
+
+
+def counters_for(store: RedisStore | MemoryStore) -> Counters:
+    """The counters kept in `store`: in Redis for a `RedisStore`, in this process for a `MemoryStore`."""
+    if isinstance(store, RedisStore):
+        return RedisCounters(store)
+    with _memory_lock:
+        found = _memory.get(id(store))
+        if found is None:
+            found = _memory[id(store)] = MemoryCounters()
+            weakref.finalize(store, _forget_memory, id(store))
+        return found
+
+
+def _forget_memory(store_id: int) -> None:
+    with _memory_lock:
+        _memory.pop(store_id, None)
