@@ -7,13 +7,16 @@ is full) so that a burst of misses costs one write per page, not one per miss.
 
 Layout, under the namespace's prefix (`pyai_caching.engine.keys.entry_key`, kind `KeyKind.MISSES`)::
 
-    pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{1f}
+    pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{1f}    pages
+    pyai_caching:<namespace>:miss:{head}                                         the next page to take
 
 `PAGES` keys, each a JSON page of at most `PER_PAGE` misses, each expiring `MISS_TTL` seconds after its last
-write: at most `MAX_MISSES` misses per namespace, whatever the traffic. A process fills one page at a time and
-moves to the next one in turn (from a random first page), so in one process the newest `MAX_MISSES` misses are
-kept. Processes sharing a store write their pages independently: a page another process wrote may be overwritten
-before it is the oldest (the record is a sample of recent misses, not an audit log).
+write: at most `MAX_MISSES` misses per namespace, whatever the traffic. A process fills one page at a time; when
+it needs a page, it takes the one the head names and moves the head on, so processes (and successive event loops
+of one process) take the pages in turn and the oldest page is the one overwritten. Taking a page is not atomic
+(the `Store` protocol has no increment): two processes that take one at the same moment may share it, and the
+later write wins. The log is a sample of recent misses, not an audit log. A process that records only a miss or
+two fills a page of its own, so with many such processes the log holds fewer than `MAX_MISSES`.
 
 When is a miss not recorded?
 
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from pyai_caching.engine.access import StoreAccess
     from pyai_caching.engine.canonical import CanonicalRequest
     from pyai_caching.engine.ports import CacheView
+    from pyai_caching.stores import Store
 
 __all__ = [
     "LINGER",
@@ -63,6 +67,7 @@ __all__ = [
     "PER_PAGE",
     "RECORD_VERSION",
     "flush_misses",
+    "head_key",
     "miss_key",
     "miss_prefix",
     "note_miss",
@@ -128,9 +133,13 @@ class _Noted:
 
 @dataclass(slots=True)
 class _Ring:
-    """Where this process writes next in one namespace's log: the page, and the misses already on it."""
+    """Where this process writes in one namespace's log: its page (`None`: none claimed yet), and the misses on it.
 
-    page: int
+    Kept per process (not per event loop), so that the loops of successive `asyncio.run` calls share a page."""
+
+    store: Store
+    """Held, so that the `id` the ring is found by cannot be reused by another store."""
+    page: int | None = None
     items: list[bytes] = field(default_factory=list)
 
 
@@ -153,7 +162,6 @@ class _LoopLog:
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
-        self.rings: OrderedDict[tuple[int, str], _Ring] = OrderedDict()
         self.memo = Memo()
         self.flushing = 0
         self.held = False
@@ -220,8 +228,8 @@ class _LoopLog:
             for noted in batch:
                 groups.setdefault((id(noted.access.store), noted.namespace), []).append(noted)
             taken: set[int] = set()
-            for (store_id, namespace), misses in groups.items():
-                ring = self._ring(store_id, namespace)
+            for (_, namespace), misses in groups.items():
+                ring = _ring(misses[0].access.store, namespace)
                 if not partial:
                     room = PER_PAGE - len(ring.items)
                     if len(misses) < room:
@@ -240,16 +248,6 @@ class _LoopLog:
                 self.pending = deque(n for n in self.pending if id(n) not in taken)
             return len(taken)
 
-    def _ring(self, store_id: int, namespace: str) -> _Ring:
-        ring = self.rings.get((store_id, namespace))
-        if ring is None:
-            ring = self.rings[(store_id, namespace)] = _Ring(page=random.randrange(PAGES))
-            if len(self.rings) > 64:
-                self.rings.popitem(last=False)
-        else:
-            self.rings.move_to_end((store_id, namespace))
-        return ring
-
     async def flush(self) -> int:
         self.flushing += 1
         try:
@@ -263,18 +261,64 @@ class _LoopLog:
         return written
 
 
+_rings_lock = threading.Lock()
+_rings: OrderedDict[tuple[int, str], _Ring] = OrderedDict()
+_MAX_RINGS: Final = 64
+
+
+def _ring(store: Store, namespace: str) -> _Ring:
+    key = (id(store), namespace)
+    with _rings_lock:
+        ring = _rings.get(key)
+        if ring is None or ring.store is not store:
+            ring = _rings[key] = _Ring(store=store)
+            if len(_rings) > _MAX_RINGS:
+                _rings.popitem(last=False)
+        else:
+            _rings.move_to_end(key)
+        return ring
+
+
+def head_key(namespace: str) -> str:
+    """The key that says which page of a namespace's log the next process should take (best effort, see `_claim`)."""
+    return entry_key(namespace, KeyKind.MISSES, "head")
+
+
+async def _claim(access: StoreAccess, namespace: str) -> int:
+    """The next page of the namespace's log, for this process to fill: the one the head key names (a random one
+    when it names none), and the head moved past it. Two processes claiming at the same moment may take the same
+    page; the store has no atomic increment to prevent it, and the log is a sample of recent misses, not an audit."""
+    page: int | None = None
+    with contextlib.suppress(Exception):  # a failure here is a failure of the page write that follows
+        async with asyncio.timeout(_limit(access)):
+            raw = await access.store.get(head_key(namespace))
+        if raw is not None and raw.isdigit() and int(raw) < PAGES:
+            page = int(raw)
+    if page is None:
+        page = random.randrange(PAGES)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_limit(access)):
+            await access.store.set(head_key(namespace), str((page + 1) % PAGES).encode(), ttl=MISS_TTL)
+    return page
+
+
 async def _write_ring(ring: _Ring, access: StoreAccess, namespace: str, items: list[bytes]) -> None:
-    """Append `items` to the ring's current page, moving to the next page each time one is full."""
+    """Append `items` to the ring's page; a full page is written, and the next item claims the next page."""
     page, current = ring.page, list(ring.items)
     for item in items:
+        if page is None:
+            page, current = await _claim(access, namespace), []
         current.append(item)
         if len(current) == PER_PAGE:
             await _put(access, miss_key(namespace, page), current)
-            page, current = (page + 1) % PAGES, []
-            ring.page, ring.items = page, current
-    if current:
+            page, current = None, []
+    ring.page, ring.items = page, current
+    if page is not None and current:
         await _put(access, miss_key(namespace, page), current)
-        ring.items = current
+
+
+def _limit(access: StoreAccess) -> float:
+    return WRITE_TIMEOUT if access.timeout is None else min(access.timeout, WRITE_TIMEOUT)
 
 
 _failed_stores: set[str] = set()
@@ -284,9 +328,8 @@ async def _put(access: StoreAccess, key: str, items: list[bytes]) -> None:
     store = access.store
     if access.store_down():  # the engine reports the outage; nothing to add
         return
-    limit = WRITE_TIMEOUT if access.timeout is None else min(access.timeout, WRITE_TIMEOUT)
     try:
-        async with asyncio.timeout(limit):
+        async with asyncio.timeout(_limit(access)):
             await store.set(key, _encode(items), ttl=MISS_TTL)
     except Exception as error:
         level = logging.INFO if store.description not in _failed_stores else logging.DEBUG

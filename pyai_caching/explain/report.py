@@ -520,6 +520,10 @@ async def miss_report(
     )
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -549,10 +553,9 @@ def render_report(report: MissReport) -> str:
             "and kept for 7 days."
         )
     lines = [
-        f"{len(report.misses)} most recent of {report.recorded} recorded misses in {scope}, each compared with the "
-        f"{report.entries_compared} stored entries of its namespace"
-        + (" (more are stored: not all were read)" if report.entries_truncated else "")
-        + "."
+        f"{len(report.misses)} most recent of {_count(report.recorded, 'recorded miss', 'recorded misses')} in "
+        f"{scope}, each compared with the {_count(report.entries_compared, 'stored entry', 'stored entries')} of "
+        "its namespace" + (" (more are stored: not all were read)" if report.entries_truncated else "") + "."
     ]
     for item in report.misses:
         miss = item.miss

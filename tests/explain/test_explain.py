@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from pyai_caching.explain import (
     read_misses,
     render_report,
 )
-from pyai_caching.explain.log import PAGES, PER_PAGE, miss_prefix
+from pyai_caching.explain.log import PAGES, PER_PAGE, head_key, miss_key, miss_prefix
 from pyai_caching.stores import Store
 
 
@@ -232,7 +234,7 @@ async def test_the_log_is_capped_and_expires(backend: Backend) -> None:
         await cached_agent_run(agent, f"Question {i}", "many", store=backend.store)
     await flush_misses()
     keys = {key async for key in backend.store.scan(miss_prefix("default"))}
-    assert len(keys) == PAGES
+    assert keys - {head_key("default")} == {miss_key("default", page) for page in range(PAGES)}
     misses = await read_misses(backend.store, "default")
     assert len(misses) == MAX_MISSES  # one process writes its pages in turn: the newest MAX_MISSES are kept
     assert [m.at for m in misses] == sorted((m.at for m in misses), reverse=True)
@@ -338,6 +340,36 @@ def test_misses_queued_when_asyncio_run_ends_are_written(tmp_path: Path) -> None
     asyncio.run(one_call())
     misses = asyncio.run(read_misses(LocalStore(tmp_path), "default"))
     assert [m.task for m in misses] == ["t"]
+
+
+def test_short_lived_event_loops_and_processes_take_pages_in_turn(tmp_path: Path) -> None:
+    """Each `asyncio.run` (and each process) writes the misses it queued when it ends; none overwrites another's."""
+    counter = Counter(payload="ok")
+    agent = text_agent(counter)
+
+    async def one_call(i: int) -> None:
+        await cached_agent_run(agent, f"Loop {i}", "loops", store=LocalStore(tmp_path))
+
+    for i in range(PAGES + 4):  # more loops than pages: the oldest pages are taken again, in turn
+        asyncio.run(one_call(i))
+    script = (
+        "import asyncio, sys\n"
+        "from pydantic_ai import Agent\n"
+        "from pydantic_ai.models.test import TestModel\n"
+        "from pyai_caching import LocalStore, cached_agent_run\n"
+        "agent = Agent(TestModel(custom_output_text='ok'))\n"
+        "async def main():\n"
+        "    store = LocalStore(sys.argv[1])\n"
+        "    for i in range(2):\n"
+        "        await cached_agent_run(agent, f'{sys.argv[2]} {i}', 'processes', store=store)\n"
+        "asyncio.run(main())\n"
+    )
+    for name in ("first", "second"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path), name], check=True, timeout=60)
+    misses = asyncio.run(read_misses(LocalStore(tmp_path), "default"))
+    assert [m.task for m in misses[:4]] == ["processes"] * 4
+    loops = [m for m in misses if m.task == "loops"]
+    assert len(loops) == PAGES - 2  # the newest: the two processes took the two oldest loops' pages
 
 
 def test_misses_of_the_sync_entry_point_are_flushed(tmp_path: Path) -> None:
