@@ -7,7 +7,7 @@ is full) so that a burst of misses costs one write per page, not one per miss.
 
 Layout, under the namespace's prefix (`pyai_caching.engine.keys.entry_key`, kind `KeyKind.MISSES`)::
 
-    pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{1f}    pages
+    pyai_caching:<namespace>:miss:{00} ... pyai_caching:<namespace>:miss:{0f}    pages
     pyai_caching:<namespace>:miss:{head}                                         the next page to take
 
 `PAGES` keys, each a JSON page of at most `PER_PAGE` misses, each expiring `MISS_TTL` seconds after its last
@@ -77,9 +77,9 @@ logger = logging.getLogger("pyai_caching")
 
 MISS_KIND: Final = KeyKind.MISSES
 """The kind segment of miss-log keys."""
-PAGES: Final = 32
+PAGES: Final = 16
 """Keys of the miss log per namespace."""
-PER_PAGE: Final = 8
+PER_PAGE: Final = 16
 """Misses per key."""
 MAX_MISSES: Final = PAGES * PER_PAGE
 """The most misses the log keeps per namespace (256)."""
