@@ -9,18 +9,10 @@ The engine reaches this feature only through `pyai_caching.engine.ports.miss_lis
 registers `note_miss` there.
 """
 
+from pyai_caching.explain.compare import Difference, ExplainedMiss, NearestEntry
 from pyai_caching.explain.log import MAX_MISSES, MISS_TTL, flush_misses, note_miss
-from pyai_caching.explain.report import (
-    REPORT_SCHEMA,
-    Difference,
-    ExplainedMiss,
-    Miss,
-    MissReport,
-    NearestEntry,
-    miss_report,
-    read_misses,
-    render_report,
-)
+from pyai_caching.explain.records import Miss, read_misses
+from pyai_caching.explain.report import REPORT_SCHEMA, MissReport, miss_report, render_report
 
 __all__ = [
     "MAX_MISSES",
