@@ -1,0 +1,66 @@
+"""Review findings on `Budget` (issue 16 part 2), through real agents, real Redis and the public API.
+
+Every request here costs $0.003 (1,000 input tokens at $2/M plus 100 output tokens at $10/M).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from _redis_servers import RedisServer
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
+
+from pyai_caching import Budget, BudgetExceededError, MemoryStore, ModelCosts, cached_agent_run, read_budget_usage_async
+
+PRICES = {"priced": ModelCosts(2, 10)}
+COST = Decimal("0.003")
+
+
+class Model:
+    """A priced model function that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        self.calls += 1
+        return ModelResponse(parts=[TextPart("answer")], usage=RequestUsage(input_tokens=1_000, output_tokens=100))
+
+    def agent(self) -> Agent[Any, str]:
+        return Agent(FunctionModel(self, model_name="priced"), deps_type=dict)
+
+
+def run(model: Model, prompt: str, budget: Any, **kwargs: Any) -> Any:
+    return cached_agent_run(
+        model.agent(), prompt, "triage", store=MemoryStore(), custom_costs=PRICES, budget=budget, **kwargs
+    )
+
+
+async def test_a_call_denied_by_an_unreachable_store_gives_back_what_an_earlier_store_held(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Budgets of one call on two stores: the first (a MemoryStore) admits and holds a reservation, the second (a
+    Redis that is down, `on_store_error='deny'`) refuses the call. The model is not called, so the first budget
+    must hold nothing afterwards, as it does when the second budget refuses because it is spent
+    (`test_budgets_on_two_stores_give_back_what_the_first_held`). Otherwise the reservation (here half the limit)
+    stays held for the whole lease (15 minutes by default), and two such denials block every later call of the
+    first budget although nothing was spent."""
+    server = redis_server_factory()
+    counters = MemoryStore()
+    roomy = Budget("roomy", usd=1, reserve="0.5", store=counters)
+    strict = Budget("strict", usd=1, redis_url=server.url(), on_store_error="deny")
+    server.stop()
+    model = Model()
+    for prompt in ("a", "b"):
+        with pytest.raises(BudgetExceededError, match="could not be reached"):
+            await run(model, prompt, [roomy, strict])
+    [usage] = await read_budget_usage_async(store=counters)
+    assert (usage.reserved, usage.in_flight, usage.spent) == (0, 0, 0)
+    assert await run(model, "c", roomy) == "answer"  # nothing was spent: roomy still admits
+    assert model.calls == 1
