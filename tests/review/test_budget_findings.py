@@ -5,6 +5,8 @@ Every request here costs $0.003 (1,000 input tokens at $2/M plus 100 output toke
 
 from __future__ import annotations
 
+import asyncio
+import pickle
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -64,3 +66,51 @@ async def test_a_call_denied_by_an_unreachable_store_gives_back_what_an_earlier_
     assert (usage.reserved, usage.in_flight, usage.spent) == (0, 0, 0)
     assert await run(model, "c", roomy) == "answer"  # nothing was spent: roomy still admits
     assert model.calls == 1
+
+
+async def test_a_cancelled_request_gives_back_its_reservation(redis_url: str) -> None:
+    """A run cancelled while the model works (a timeout, a client that went away: `task.cancel()`,
+    `asyncio.wait_for`, `anyio.fail_after`) ends its request: its reservation must be given back then, as for a
+    request that raised. The lease is only for a process that died and cannot settle. Today the settle after the
+    request is itself cancelled (pydantic-ai runs the graph in anyio cancel scopes, which cancel every later
+    await, as `engine.flight` notes for its lock release), so the reservation stays held for the whole lease
+    (15 minutes by default): two cancelled calls here hold the whole limit and refuse every call after them,
+    with nothing spent."""
+    started = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hangs(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        started.set()
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    budget = Budget("timeouts", usd=1, reserve="0.5", redis_url=redis_url)
+    agent = Agent(FunctionModel(hangs, model_name="priced"))
+    for prompt in ("a", "b"):
+        started.clear()
+        task = asyncio.create_task(
+            cached_agent_run(agent, prompt, "triage", store=MemoryStore(), custom_costs=PRICES, budget=budget)
+        )
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    [usage] = await read_budget_usage_async(redis_url, budget="timeouts")
+    assert (usage.reserved, usage.in_flight, usage.spent) == (0, 0, 0)
+    model = Model()
+    assert await run(model, "c", budget) == "answer"  # nothing was spent: the budget still admits
+
+
+async def test_a_budget_error_crosses_a_process_boundary_with_its_fields() -> None:
+    """`BudgetExceededError` is raised in workers (`ProcessPoolExecutor`, multiprocessing, Celery), which send it
+    back to the parent pickled. It must arrive as itself, with the fields issue 16 gave it (which limit, what was
+    spent, when it resets). Today unpickling calls `__init__(message)` without its keyword-only fields and raises
+    `TypeError`, so the parent sees a broken pool or a serialization error instead of the budget's refusal.
+    (`RateLimitError` has the same defect.)"""
+    budget = Budget("closed", usd=0, store=MemoryStore())
+    with pytest.raises(BudgetExceededError) as caught:
+        await run(Model(), "a", budget)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(copy, BudgetExceededError)
+    assert (copy.budget, copy.unit, copy.period, copy.task_name) == ("closed", "usd", "day", "triage")
+    assert (copy.limit, copy.resets_at, str(copy)) == (caught.value.limit, caught.value.resets_at, str(caught.value))
