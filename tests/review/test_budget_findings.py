@@ -12,13 +12,24 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from _agents import Counter, make_agent
 from _redis_servers import RedisServer
-from pydantic_ai import Agent
+from pydantic_ai import Agent, Embedder
+from pydantic_ai.embeddings import TestEmbeddingModel
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from pyai_caching import Budget, BudgetExceededError, MemoryStore, ModelCosts, cached_agent_run, read_budget_usage_async
+from pyai_caching import (
+    Budget,
+    BudgetExceededError,
+    MemoryStore,
+    ModelCosts,
+    ResponseCache,
+    SemanticCache,
+    cached_agent_run,
+    read_budget_usage_async,
+)
 
 PRICES = {"priced": ModelCosts(2, 10)}
 COST = Decimal("0.003")
@@ -114,3 +125,35 @@ async def test_a_budget_error_crosses_a_process_boundary_with_its_fields() -> No
     assert isinstance(copy, BudgetExceededError)
     assert (copy.budget, copy.unit, copy.period, copy.task_name) == ("closed", "usd", "day", "triage")
     assert (copy.limit, copy.resets_at, str(copy)) == (caught.value.limit, caught.value.resets_at, str(caught.value))
+
+
+async def test_a_response_cache_used_directly_charges_its_embedding_calls() -> None:
+    """`Budget` says "Embedding calls of the semantic cache are charged too", and `ResponseCache` is the
+    documented way to cache `agent.run` itself (`agent.run(prompt, capabilities=[ResponseCache(...)])`). The same
+    two runs (a miss, then a paraphrase answered by meaning) must charge a tokens budget what they charge through
+    `cached_agent_run`: each run's embedding tokens plus the tokens of the request sent. Today a run outside
+    `cached_agent_run` has no call record, so its embedding calls are charged nowhere: the semantic hit is free
+    although it called the embedding model, and the miss is charged without its embedding."""
+    ask, paraphrase = "How do I reset my password?", "How can I change my passcode"
+
+    def semantic() -> SemanticCache:
+        model = TestEmbeddingModel("text-embedding-3-small", provider_name="openai")
+        return SemanticCache(embedder=Embedder(model), threshold=0.99)
+
+    spent = []
+    for direct in (False, True):
+        counters = MemoryStore()
+        budget = Budget("tokens", tokens=1_000_000, store=counters)
+        agent = make_agent(Counter(payload="Use the reset link."))
+        store = MemoryStore()
+        cache = ResponseCache(store=store, budget=budget, semantic=semantic())
+        for prompt in (ask, paraphrase):
+            if direct:
+                await agent.run(prompt, capabilities=[cache])
+            else:
+                await cached_agent_run(agent, prompt, "t", store=store, budget=budget, semantic=semantic())
+        [usage] = await read_budget_usage_async(store=counters)
+        spent.append(usage.spent)
+    embedded = await TestEmbeddingModel().count_tokens(ask) + await TestEmbeddingModel().count_tokens(paraphrase)
+    assert spent[0] == 120 + embedded  # through cached_agent_run: the request and both embedding calls
+    assert spent[1] == spent[0]
