@@ -172,7 +172,7 @@ class BudgetGate:
             group.unreachable = True
             return
         except BaseException:
-            group.lost = True  # cancelled while the script ran: it may have held a reservation
+            group.lost = True  # interrupted (cancelled) while the script ran: it may have held a reservation
             raise
         _recovered(group)
         if isinstance(outcome, Refusal):
