@@ -139,7 +139,7 @@ class RunLevel:
         saved = cache.saved_cost(entry.meta.model, entry.usage, entry.meta.cost)
         ports.observer().run_hit(cache, key, entry, started, saved, waited)
         if self.spend is not None:
-            self.spend.note_run_hit(record, entry)
+            self.spend.note_run_hit(record, entry, saved)
             await self.spend.deliver(record)
         return True, (result_from_entry(entry, output, self.history, self.agent) if full_result else output)
 

@@ -5,9 +5,9 @@ agent.run(prompt, capabilities=[ResponseCache(redis_url="redis://localhost:6379/
 ```
 
 It sits at `wrap_model_request`, so tool-using agents, structured output, `run_stream`, `run_stream_events` and
-`iter` all work: on a hit the stored `ModelResponse` is handed to pydantic-ai (which replays it as a stream when
-the run streams) and the model is not called; tools still run with their real results, so a tool that returns
-something new makes the next request miss, which is correct.
+`iter` all work: on a hit the stored `ModelResponse` is handed to pydantic-ai and the model is not called (a
+streamed hit replays the events the model streamed on the miss, see `replay_pace`); tools still run with their
+real results, so a tool that returns something new makes the next request miss, which is correct.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pyai_caching.engine.keys import validate_namespace
 from pyai_caching.engine.pai_compat import fallback_serves
 from pyai_caching.engine.ports import install_observer
 from pyai_caching.engine.registry import resolve_store
+from pyai_caching.engine.stream_replay import check_replay_pace
 from pyai_caching.engine.validation import (
     DEFAULT_TTL,
     check_cache_version,
@@ -121,6 +122,11 @@ class ResponseCache(AbstractCapability[Any]):
     semantic: SemanticCache | None = None
     """Also answer a request whose final user prompt means the same as a recorded one, after an exact miss (see
     `pyai_caching.semantic`). `None` (default): exact matches only. Not used while a test cassette is active."""
+    replay_pace: float | None = None
+    """How a streamed hit replays the events recorded when the model streamed the answer: `None` (default) as fast
+    as possible; a positive factor of the recorded timing (`1.0` as recorded, `0.5` twice as fast, `2.0` half as
+    fast), for demos and tests of user interfaces. A hit on an entry recorded without events streams it in one
+    chunk."""
 
     _access: StoreAccess = field(init=False, repr=False, compare=False)
     _namespace: str = field(init=False, repr=False, compare=False)
@@ -136,6 +142,7 @@ class ResponseCache(AbstractCapability[Any]):
         check_on_cache_error(self.on_cache_error)
         check_timeout(self.cache_timeout, "cache_timeout")
         check_lock_ttl(self.lock_ttl)
+        check_replay_pace(self.replay_pace)
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy or None, got {type(self.retry).__name__}")
         check_custom_costs(self.custom_costs)

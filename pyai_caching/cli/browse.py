@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from pyai_caching.engine.entries import _SIG_LEN, _SIG_PREFIX, ENTRY_VERSIONS
+from pyai_caching.engine.entries import _SIG_LEN, _SIG_PREFIX, ENTRY_READ_VERSIONS
 from pyai_caching.engine.keys import KEY_PREFIX, KeyKind
 from pyai_caching.stores import Store
 
@@ -169,9 +169,10 @@ def _envelope(payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "not an entry of this library"
     if doc.get("kind") not in ("response", "run") or not isinstance(doc.get("meta"), dict):
         return None, "malformed envelope (no kind or meta)"
-    version, expected = doc.get("version"), ENTRY_VERSIONS[doc["kind"]]
-    if isinstance(version, bool) or version != expected:
-        return None, f"envelope version {_shown(version)} (this library reads {expected} for {doc['kind']} entries)"
+    version, expected = doc.get("version"), ENTRY_READ_VERSIONS[doc["kind"]]
+    if isinstance(version, bool) or version not in expected:
+        readable = " or ".join(str(v) for v in expected)
+        return None, f"envelope version {_shown(version)} (this library reads {readable} for {doc['kind']} entries)"
     return doc, None
 
 

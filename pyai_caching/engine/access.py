@@ -129,6 +129,10 @@ class StoreAccess:
         else:
             self._limit = check_max_entry_bytes(self.max_entry_bytes)
 
+    def fits(self, size: int) -> bool:
+        """Whether an entry of `size` bytes is within `max_entry_bytes` (it would be stored)."""
+        return self._limit is None or size <= self._limit
+
     def store_down(self) -> bool:
         """Whether operations on the store are being skipped (it failed repeatedly a moment ago)."""
         return health.is_down(self.store)

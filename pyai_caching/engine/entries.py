@@ -6,12 +6,13 @@ An entry is one JSON object:
 {"format": "pyai_caching", "version": 1, "kind": "response" | "run", "meta": {...}, "request": {...}, "response": {...}}
 ```
 
-`kind="response"` holds one `ModelResponse` (request-level caching); `kind="run"` holds the messages of a whole
-run (run-level caching), never its validated output (run entries are version 2). With a signing secret the JSON
-is preceded by an HMAC-SHA256 line over the entry's key and its JSON, and an entry whose signature does not match
-is rejected (so a signed entry copied under another key is rejected too). Anything that fails to decode (corrupt,
-truncated, foreign, future version, bad signature) raises `EntryDecodeError`; the engine treats that as a miss
-and overwrites it.
+`kind="response"` holds one `ModelResponse` (request-level caching), and for a response that was streamed, the
+events the model streamed it in (`stream`, version 2; see `pyai_caching.engine.stream_replay`); `kind="run"` holds the
+messages of a whole run (run-level caching), never its validated output (run entries are version 2). With a
+signing secret the JSON is preceded by an HMAC-SHA256 line over the entry's key and its JSON, and an entry whose
+signature does not match is rejected (so a signed entry copied under another key is rejected too). Anything that
+fails to decode (corrupt, truncated, foreign, future version, bad signature) raises `EntryDecodeError`; the engine
+treats that as a miss and overwrites it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.usage import RunUsage
 from pydantic_core import PydanticSerializationError
 
 __all__ = [
     "ENTRY_FORMAT_VERSION",
+    "ENTRY_READ_VERSIONS",
     "ENTRY_VERSIONS",
     "RUN_ENTRY_VERSION",
     "EntryDecodeError",
@@ -43,14 +45,19 @@ __all__ = [
     "encode_entry",
 ]
 
-ENTRY_FORMAT_VERSION = 1
-"""Version of the envelope of response entries; an entry of another version is a miss (and is overwritten)."""
+ENTRY_FORMAT_VERSION = 2
+"""Newest version of response entries: 2 carries the events of a streamed response (`stream`), 1 has none and is
+written when there are none, so earlier releases read it. An entry of another version is a miss (and is
+overwritten)."""
 
 RUN_ENTRY_VERSION = 2
 """Version of run entries (version 1 held the validated output; such entries are misses)."""
 
 ENTRY_VERSIONS = {"response": ENTRY_FORMAT_VERSION, "run": RUN_ENTRY_VERSION}
-"""The version this library reads and writes, per entry kind."""
+"""The newest version this library writes, per entry kind."""
+
+ENTRY_READ_VERSIONS: dict[str, tuple[int, ...]] = {"response": (1, 2), "run": (RUN_ENTRY_VERSION,)}
+"""The versions this library reads, per entry kind."""
 
 _SIG_PREFIX = b"pyai_caching-hmac-sha256:"
 _SIG_LEN = 64
@@ -88,8 +95,8 @@ class ResponseEntry:
 
     format: Literal["pyai_caching"] = "pyai_caching"
     """Marks the value as ours."""
-    version: Literal[1] = 1
-    """Envelope version."""
+    version: Literal[1, 2] = 1
+    """Envelope version: 2 when the entry carries `stream`, else 1 (set on construction)."""
     kind: Literal["response"] = "response"
     """Entry kind."""
     meta: EntryMeta
@@ -98,6 +105,13 @@ class ResponseEntry:
     """The canonical request (`header` + `messages`), kept so a person can read what was asked."""
     response: ModelResponse
     """The model's response, with its original usage."""
+    stream: Annotated[dict[str, Any] | None, Field(exclude_if=lambda v: v is None)] = None
+    """The events the model streamed the response in, with their timing, or `None` (not streamed, or recorded
+    before events were). Validated when a streamed hit replays them (`pyai_caching.engine.stream_replay`)."""
+
+    def __post_init__(self) -> None:
+        if self.stream is not None:
+            self.version = 2
 
 
 @dataclass(kw_only=True)

@@ -62,6 +62,7 @@ from pyai_caching.engine.entries import (
     encode_entry,
 )
 from pyai_caching.engine.single_flight import Flight, SingleFlight
+from pyai_caching.engine.stream_replay import without_stream
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import LockingStore, Store
 from pyai_caching.stores.lag import wait_responsive
@@ -209,6 +210,9 @@ class Fill:
         """
         try:
             raw = encode_entry(entry, secret=self._access.secret, key=self._key)
+            if entry.stream is not None and not self._access.fits(len(raw)):
+                # The recorded stream events made it too large: keep the response (a streamed hit gets one chunk).
+                raw = encode_entry(without_stream(entry), secret=self._access.secret, key=self._key)
         except EntryEncodeError as e:  # the waiters call the model themselves; the caller keeps its answer
             logger.warning("not caching %s: %s", self._key, e)
             await self._finish(None)

@@ -9,6 +9,7 @@ miss the changes those hooks make, and could serve one tenant's answer to anothe
 
 On a hit the stored `ModelResponse` is returned as the model's answer; pydantic-ai then runs everything after the
 model (`after_model_request` hooks, output validation, output validators and functions, tools) exactly as on a miss.
+A streamed miss also records the events the model streamed, and a streamed hit replays them (`engine.stream_replay`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import CompletedStreamedResponse, Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
@@ -37,6 +38,7 @@ from pyai_caching.engine.flight import Fill
 from pyai_caching.engine.identity import UNKEYABLE_MODEL
 from pyai_caching.engine.keys import KeyKind, entry_key, request_digest
 from pyai_caching.engine.pai_compat import current_run_context
+from pyai_caching.engine.stream_replay import StreamRecorder, hit_stream
 from pyai_caching.exceptions import CacheMissError
 from pyai_caching.types import CacheMode
 
@@ -136,7 +138,13 @@ class CachingModel(WrapperModel):
         return fresh_response(entry)
 
     async def _store(
-        self, request: _Request, fill: Fill, messages: list[ModelMessage], response: ModelResponse, cost: Any
+        self,
+        request: _Request,
+        fill: Fill,
+        messages: list[ModelMessage],
+        response: ModelResponse,
+        cost: Any,
+        stream: dict[str, Any] | None = None,
     ) -> bool:
         """Store the model's answer (and index it for the semantic cache); whether it was stored."""
         verify_direct_path(messages)
@@ -147,6 +155,7 @@ class CachingModel(WrapperModel):
             meta=EntryMeta(namespace=request.namespace, model=request.label, task=self._cache.task_name, cost=cost),
             request=_displayable(request.canonical.to_json_obj()),
             response=response,
+            stream=stream,
         )
         stored = await fill.put_entry(entry)
         semantic = self._cache.semantic if _overrides.active() is None else None
@@ -221,7 +230,7 @@ class CachingModel(WrapperModel):
         request = self._begin(messages, model_settings, model_request_parameters)
         entry = None if request.mode is CacheMode.BYPASS else await self._lookup(request)
         if entry is not None:
-            yield _replay(self._hit(request, entry), model_request_parameters)
+            yield hit_stream(entry.stream, self._hit(request, entry), model_request_parameters, self._cache.replay_pace)
             return
         if request.mode is CacheMode.BYPASS:
             async with self._cache.spending(request.record, run_context or _run_context()) as charge:
@@ -235,17 +244,20 @@ class CachingModel(WrapperModel):
         async with self._fill(request) as fill:
             self._waited(request, fill)
             if fill.entry is not None:
-                yield _replay(self._hit(request, fill.entry), model_request_parameters)
+                hit = self._hit(request, fill.entry)
+                yield hit_stream(fill.entry.stream, hit, model_request_parameters, self._cache.replay_pace)
                 return
             async with self._cache.spending(request.record, run_context or _run_context()) as charge:
                 async with self.wrapped.request_stream(
                     messages, model_settings, model_request_parameters, run_context
                 ) as stream:
+                    recorder = StreamRecorder(stream) if request.mode.writes else None
                     yield stream
                 response = stream.get()
                 cost = self._sent(request, response)
                 charge.settle(cost, response.usage)
-            await self._store(request, fill, messages, response, cost)
+            events = None if recorder is None else recorder.finish(response, model_request_parameters)
+            await self._store(request, fill, messages, response, cost, events)
 
 
 def _displayable(value: Any) -> Any:
@@ -276,11 +288,6 @@ def _warn_unkeyable(model: Model) -> None:
             "so no stored answer can be shown to fit it; give it plain attributes to make it cacheable",
             name,
         )
-
-
-def _replay(response: ModelResponse, params: ModelRequestParameters) -> StreamedResponse:
-    """A stored response handed to a streamed run: pydantic-ai replays its parts as stream events."""
-    return CompletedStreamedResponse(response, model_request_parameters=params, replay_events=True)
 
 
 def _run_context() -> RunContext[Any] | None:

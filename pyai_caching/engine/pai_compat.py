@@ -15,14 +15,19 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_ai._parts_manager import ModelResponsePartsManager
+from pydantic_ai._special_tokens import StreamRestorer
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
 __all__ = [
     "PRIVATE_AGENT_ATTRIBUTES",
+    "PRIVATE_STREAM_ATTRIBUTES",
     "PUBLIC_AGENT_PROPERTIES",
     "AgentShapeError",
+    "ModelResponsePartsManager",
     "OutputRecipe",
     "StaticParts",
+    "StreamRestorer",
     "current_run_context",
     "output_recipe",
     "output_tool_name",
@@ -76,6 +81,18 @@ _READ_ATTRIBUTES = ("_event_hooks", "_instructions", "_function_toolset", "_syst
 PRIVATE_AGENT_ATTRIBUTES: tuple[str, ...] = (*_DYNAMIC_ATTRIBUTES, *_NONE_ATTRIBUTES, *_READ_ATTRIBUTES, "_metadata")
 """Every private attribute of `Agent` this library reads; `tests/unit/test_pai_compat.py` checks each exists on the
 pinned pydantic-ai, so a rename fails loudly instead of silently turning the fast path off (or on)."""
+
+PRIVATE_STREAM_ATTRIBUTES: tuple[str, ...] = (
+    "_event_iterator",
+    "_get_event_iterator",
+    "_parts_manager",
+    "_request_start_ns",
+    "_finished",
+    "_cancelled",
+)
+"""The private attributes of `StreamedResponse` that recording and replaying streams read or set
+(`engine.stream_replay`), with `ModelResponsePartsManager` (the parts a stream's events add up to) and
+`StreamRestorer` (special-token restoration of a stream), imported above."""
 
 PUBLIC_AGENT_PROPERTIES = (
     "model",

@@ -18,7 +18,7 @@ from pyai_caching.engine.context import CallRecord
 from pyai_caching.engine.entries import RunEntry
 from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.spend.budget_gate import BudgetGate
-from pyai_caching.spend.costs import ModelCosts, price
+from pyai_caching.spend.costs import ModelCosts
 from pyai_caching.spend.expense import Expense, ExpenseHook, SimpleExpenseRecorder, call_maybe_async
 
 __all__ = ["SpendTracker", "check_hooks", "split_model_label"]
@@ -114,14 +114,13 @@ class SpendTracker:
             deps=deps,
         )
 
-    def note_run_hit(self, record: CallRecord, entry: RunEntry) -> None:
-        """Fill `record` for a call answered by a whole-run entry: what the stored run cost is what it saved."""
+    def note_run_hit(self, record: CallRecord, entry: RunEntry, saved: Decimal | None) -> None:
+        """Fill `record` for a call answered by a whole-run entry, which saved `saved` USD (priced by the
+        capability's one rule, `ResponseCache.saved_cost`; `None`: unknown)."""
         record.run_level_hit = True
         record.hits += max(entry.meta.requests, 1)
         record.saved_usage.incr(entry.usage)
         record.models.append(entry.meta.model)
-        system, name = split_model_label(entry.meta.model)
-        saved = price(entry.usage, name, self.custom_costs, provider=system, known_cost=entry.meta.cost)
         if saved is None:
             record.unpriced_hits += max(entry.meta.requests, 1)
         else:

@@ -30,7 +30,9 @@ Rules:
   read. Entries never expire (`ttl` is ignored) and are never signed (a signed value is refused).
 * Secrets are scrubbed before anything is written (`pyai_caching._util.scrub`), then the optional `scrub` hook runs
   on the entry. Scrubbing never changes a key: keys are computed from the unscrubbed request before the entry
-  reaches the store. What is scrubbed in a *response* is replayed scrubbed.
+  reaches the store. What is scrubbed in a *response* is replayed scrubbed. The events recorded from a streamed
+  response are kept only when scrubbing changed neither them nor the response (a secret split across deltas
+  matches no pattern); otherwise they are dropped and a streamed replay gets the response in one chunk.
 * Writes are atomic: the whole file is written to a temporary file in the same folder and renamed over the
   cassette, so a reader (another test run, another xdist worker) sees the old file or the new one, never half of
   one. Writers of one folder take turns through an advisory lock on the folder (POSIX), and every write merges
@@ -51,6 +53,7 @@ from typing import Any, Final
 
 from pyai_caching._util.explain import describe_differences, nearest, unified_diff
 from pyai_caching._util.scrub import Scrubber, scrub_entry
+from pyai_caching.engine.stream_replay import drop_scrubbed_stream
 from pyai_caching.exceptions import CacheError, ConfigurationError
 
 if sys.platform != "win32":
@@ -254,12 +257,13 @@ class CassetteStore:
             ) from None
         if not isinstance(entry, dict) or entry.get("kind") != "response":
             return None
-        entry = scrub_entry(entry)
+        original, entry = entry, scrub_entry(entry)
         if self._scrub is not None:
             result = self._scrub(entry)
             if result is not None:
                 entry = result
             self._check_entry(entry)
+        entry = drop_scrubbed_stream(original, entry)
         return {"key": key, **{k: v for k, v in entry.items() if k != "key"}}
 
     def _check_entry(self, entry: Any) -> None:

@@ -47,11 +47,15 @@ class Cassette:
     nodeid: str
     """The pytest node id of the test."""
 
-    def capability(self, *, namespace: str | None = None, task_name: str | None = None) -> ResponseCache:
+    def capability(
+        self, *, namespace: str | None = None, task_name: str | None = None, replay_pace: float | None = None
+    ) -> ResponseCache:
         """A `ResponseCache` bound to this cassette, for a plain `Agent` that has no cache of its own.
 
         `agent.run(prompt, capabilities=[llm_cassette.capability()])` or
         `Agent(model, capabilities=[llm_cassette.capability()])` (build the agent inside the test).
+        A streamed run replays the deltas recorded in the cassette: as fast as possible, or with `replay_pace`
+        times their recorded timing (see `ResponseCache.replay_pace`), for tests of a user interface.
         """
         from pyai_caching.capability import ResponseCache
 
@@ -62,6 +66,7 @@ class Cassette:
             namespace=namespace,
             task_name=task_name,
             on_cache_error="raise",
+            replay_pace=replay_pace,
         )
 
 

@@ -93,7 +93,7 @@ HOSTILE: tuple[Planted, ...] = (
     Planted("a list", b"[]", False),
     Planted("a list of envelopes", b"[" + _valid + b"]", False),
     Planted("a 5000-digit number", b"1" * 5000, False),
-    Planted("future version", _with("version", 2), False),
+    Planted("future version", _with("version", 3), False),
     Planted("version as a string", _with("version", "1"), False),
     Planted("version true", _with("version", True), False),
     Planted("huge version", _raw_with("version", "9" * 4000), False),

@@ -248,8 +248,9 @@ async def _run(agent: Agent[Any, Any], call: Call, run: str, store: Store | None
         return result
     if run == "run_stream_events":
         final = None
-        async for event in agent.run_stream_events(call.prompt, **kwargs):
-            final = getattr(event, "result", final)
+        async with agent.run_stream_events(call.prompt, **kwargs) as events:
+            async for event in events:
+                final = getattr(event, "result", final)
         assert final is not None
         return final
     async with agent.iter(call.prompt, **kwargs) as agent_run:

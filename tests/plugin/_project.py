@@ -101,8 +101,10 @@ async def test_profile():
 
 async def test_stream(llm_cassette):
     async with chat_agent.run_stream(PROMPT) as stream:
+        deltas = [d async for d in stream.stream_text(delta=True, debounce_by=None)]
         text = await stream.get_output()
     assert text == "Hello, Ada"
+    assert deltas == ["Hello", ", ", "Ada"], "a replayed stream streams the recorded deltas"
 
 
 async def test_tools(llm_cassette):

@@ -71,7 +71,9 @@ def test_record_once_then_replay_without_the_model(pytester: pytest.Pytester) ->
     assert profile["request"]["header"]["settings"] == {"temperature": 0.0}
     assert profile["response"]["parts"][0]["args"] == {"name": "Ada", "age": 36}
     assert len(entries(cassette(pytester, "test_tools"))) == 2, "one entry per model request"
-    assert [p["content"] for p in entries(cassette(pytester, "test_stream"))[0]["response"]["parts"]] == ["Hello, Ada"]
+    [stream] = entries(cassette(pytester, "test_stream"))
+    assert [p["content"] for p in stream["response"]["parts"]] == ["Hello, Ada"]
+    assert [e[1:] for e in stream["stream"]["events"][1:]] == [[0, ", "], [0, "Ada"]], "the deltas are recorded"
 
     replay = run(pytester, fail=True)
     replay.assert_outcomes(passed=3)

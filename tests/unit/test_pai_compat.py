@@ -8,6 +8,7 @@ import ast
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pydantic_ai
 import pytest
@@ -27,6 +28,22 @@ def test_every_private_agent_attribute_read_exists() -> None:
     agent = Agent(TestModel())
     missing = [name for name in pai_compat.PRIVATE_AGENT_ATTRIBUTES if name not in vars(agent)]
     assert not missing, f"pydantic-ai {pydantic_ai.__version__} renamed Agent attributes: {missing}"
+
+
+def test_every_private_stream_attribute_used_exists() -> None:
+    from pydantic_ai.models import ModelRequestParameters, StreamedResponse
+    from pydantic_ai.models.function import FunctionStreamedResponse
+
+    async def nothing() -> Any:
+        return
+        yield
+
+    stream = FunctionStreamedResponse(ModelRequestParameters(), _model_name="m", _iter=nothing())
+    missing = [name for name in pai_compat.PRIVATE_STREAM_ATTRIBUTES if not hasattr(stream, name)]
+    assert not missing, f"pydantic-ai {pydantic_ai.__version__} renamed StreamedResponse attributes: {missing}"
+    assert "_get_event_iterator" in StreamedResponse.__abstractmethods__
+    assert callable(pai_compat.ModelResponsePartsManager(model_request_parameters=ModelRequestParameters()).apply_event)
+    assert callable(pai_compat.StreamRestorer().restore)
 
 
 def test_every_public_attribute_read_exists() -> None:
