@@ -482,3 +482,11 @@ def test_every_exception_survives_pickling() -> None:
                 assert vars(twin) == vars(error)
     assert vars(EXAMPLES[RateLimitError]) == {"attempts": 7, "waited": 59.5}
     assert isinstance(pickle.loads(pickle.dumps(EXAMPLES[ConfigurationError])), ValueError)
+
+
+async def test_a_budget_whose_name_has_a_bar_is_listed(counters: dict[str, Any]) -> None:
+    """The registry of budgets used to keep `<name>|largest` fields and hid every name containing `|`."""
+    budget = Budget("support|daily", usd=1, **counters)
+    await run(Model(), "a", budget)
+    [usage] = await read_budget_usage_async(**_where(counters))
+    assert (usage.budget, usage.spent) == ("support|daily", COST)
