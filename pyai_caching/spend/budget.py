@@ -9,7 +9,7 @@ Before a cache miss calls the model, one Lua script checks every `Budget` of the
 reserves an amount in each; after the model answered, the real cost (or tokens) replaces the reservation. A
 request is refused (`BudgetExceededError`, the model is not called) when what was spent plus what requests in
 flight hold has reached the limit, so two processes cannot both spend the last dollar. Hits are free: they neither
-check nor charge. See `budget_counters` for the Redis schema and the scripts.
+check nor charge. See `budget_counters` for the Redis schema and the rules.
 """
 
 from __future__ import annotations
