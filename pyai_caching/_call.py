@@ -83,6 +83,7 @@ def capability_for_call(call: dict[str, Any], own: Sequence[str]) -> ResponseCac
             semantic=_semantic_for_call(call["semantic"], call["accept_semantic"]),
             cache_version=call["cache_version"],
             max_entry_bytes=call["max_entry_bytes"],
+            explain_misses=call["explain_misses"],
         )
         if config_key is not None:
             _remember_capability(config_key, cache)

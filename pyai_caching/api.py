@@ -73,6 +73,7 @@ async def cached_agent_run(
     budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> Any: ...
 
@@ -107,6 +108,7 @@ async def cached_agent_run(
     budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> AgentRunResult[Any]: ...
 
@@ -140,6 +142,7 @@ async def cached_agent_run(
     budget: TaskBudget | Budget | Sequence[TaskBudget | Budget] | None = None,
     semantic: SemanticCache | None = None,
     accept_semantic: bool = True,
+    explain_misses: bool = True,
     **run_kwargs: Any,
 ) -> Any:
     """Run `agent` on `prompt` like `agent.run`, answering repeated requests from the cache.
@@ -190,6 +193,8 @@ async def cached_agent_run(
             the answer of a recorded prompt that means the same, in the same context (see `pyai_caching.semantic`).
         accept_semantic: `False` refuses semantic hits for this call (the model is called; the prompt is still
             recorded for later calls).
+        explain_misses: Keep a fingerprint of each miss (digests, no prompt text) in a capped, expiring log in the
+            store, for `pyai-caching explain` (default `True`; written in the background, off the call's path).
         **run_kwargs: Anything `agent.run` accepts (`deps`, `model_settings`, `message_history`, `usage_limits`,
             `output_type`, `instructions`, ...).
     """

@@ -31,11 +31,12 @@ from pydantic_ai.usage import RequestUsage, RunUsage
 
 from pyai_caching._util.redact import redact_url
 from pyai_caching.engine.access import OnCacheError, StoreAccess
+from pyai_caching.engine.canonical import CanonicalRequest
 from pyai_caching.engine.context import CallRecord, current_call
 from pyai_caching.engine.flight import DEFAULT_LOCK_TTL, check_lock_ttl, forget_entries_of_failed_run
 from pyai_caching.engine.keys import validate_namespace
 from pyai_caching.engine.pai_compat import fallback_serves
-from pyai_caching.engine.ports import install_observer
+from pyai_caching.engine.ports import CacheView, install_observer, miss_listeners
 from pyai_caching.engine.registry import resolve_store
 from pyai_caching.engine.stream_replay import check_replay_pace
 from pyai_caching.engine.validation import (
@@ -47,6 +48,7 @@ from pyai_caching.engine.validation import (
     check_ttl,
 )
 from pyai_caching.exceptions import ConfigurationError
+from pyai_caching.explain import note_miss
 from pyai_caching.observability import Observability
 from pyai_caching.retry import RetryingModel, RetryPolicy
 from pyai_caching.semantic import SemanticCache
@@ -127,6 +129,10 @@ class ResponseCache(AbstractCapability[Any]):
     as possible; a positive factor of the recorded timing (`1.0` as recorded, `0.5` twice as fast, `2.0` half as
     fast), for demos and tests of user interfaces. A hit on an entry recorded without events streams it in one
     chunk."""
+    explain_misses: bool = True
+    """Keep a fingerprint of each miss (digests of its key's ingredients, no prompt text) in a capped, expiring
+    log in the store, for `pyai-caching explain` (see `pyai_caching.explain`). Written in the background, off
+    the call's path. `False`: misses leave no trace. Not used while a test cassette is active."""
 
     _access: StoreAccess = field(init=False, repr=False, compare=False)
     _namespace: str = field(init=False, repr=False, compare=False)
@@ -153,6 +159,8 @@ class ResponseCache(AbstractCapability[Any]):
                 f"semantic must be a SemanticCache or None, got {type(self.semantic).__name__}: "
                 "semantic=SemanticCache(embedder=..., threshold=0.95)"
             )
+        if not isinstance(self.explain_misses, bool):
+            raise ConfigurationError(f"explain_misses must be True or False, got {self.explain_misses!r}")
         self._access = StoreAccess(
             store=resolve_store(self.redis_url, self.store),
             ttl=self.ttl,
@@ -292,3 +300,13 @@ class ResponseCache(AbstractCapability[Any]):
 
 _fallback_in_run: ContextVar[bool] = ContextVar("pyai_caching_fallback_in_run", default=False)
 """Whether the run in progress has a fallback: its requests are then not retried (the fallback acts at once)."""
+
+
+def _explain_miss(cache: CacheView, key: str, canonical: CanonicalRequest, model: str) -> None:
+    """The engine's miss listener: record the miss when the capability that missed wants it explained."""
+    if isinstance(cache, ResponseCache) and cache.explain_misses:
+        note_miss(cache, key, canonical, model)
+
+
+if _explain_miss not in miss_listeners:
+    miss_listeners.append(_explain_miss)

@@ -1,7 +1,8 @@
 """Explain a replay miss: find the nearest recorded request and say what differs. Pure: no I/O.
 
 Requests are compared in their canonical JSON form (`pyai_caching.engine.canonical.CanonicalRequest.to_json_obj`): a
-`header` (model, settings, parameters with tools and instructions) and the `messages`.
+`header` (model, settings, parameters with tools and instructions) and the `messages`. The same walk compares
+miss fingerprints (`pyai_caching.explain`), which keep that shape with digests in place of the texts.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["describe_differences", "nearest", "pretty", "similarity", "unified_diff"]
+from pyai_caching._util.volatile import mask, phrase
 
-_MISSING: Final = object()
+__all__ = ["MISSING", "describe_differences", "differences", "nearest", "pretty", "similarity", "unified_diff", "where"]
+
+MISSING: Final = object()
+"""Stands for a field or item one of two compared requests does not have."""
+_MISSING: Final = MISSING
 _MAX_DIFFERENCES: Final = 12
 _MAX_DIFF_LINES: Final = 80
 _SNIPPET: Final = 60
@@ -65,12 +70,22 @@ def describe_differences(
     recorded: dict[str, Any], current: dict[str, Any], *, limit: int = _MAX_DIFFERENCES
 ) -> list[str]:
     """One readable line per difference (`setting 'temperature': 0.0 -> 0.7`), at most `limit` lines."""
-    found: list[tuple[Path, Any, Any]] = []
-    _walk((), recorded, current, found)
+    found = differences(recorded, current)
     lines = [_describe(path, old, new, (current, recorded)) for path, old, new in found[:limit]]
     if len(found) > limit:
         lines.append(f"... and {len(found) - limit} more differences")
     return lines
+
+
+def differences(recorded: Any, current: Any) -> list[tuple[Path, Any, Any]]:
+    """Every leaf where two requests differ, as `(path, recorded value, current value)` in document order.
+
+    A value absent on one side is `MISSING`. Lists of named items (tool definitions) are matched by name, and their
+    path element is `"<name>"`; other lists are matched by position.
+    """
+    found: list[tuple[Path, Any, Any]] = []
+    _walk((), recorded, current, found)
+    return found
 
 
 def _named(items: list[Any]) -> dict[str, Any] | None:
@@ -139,7 +154,12 @@ def _describe(path: Path, old: Any, new: Any, docs: tuple[dict[str, Any], ...]) 
         return f"{where}: added in this request ({_snippet(new, None)})"
     if new is _MISSING:
         return f"{where}: recorded but absent now ({_snippet(old, None)})"
-    return f"{where}: {_snippet(old, new)} -> {_snippet(new, old)}"
+    line = f"{where}: {_snippet(old, new)} -> {_snippet(new, old)}"
+    if isinstance(old, str) and isinstance(new, str):
+        (masked_old, kinds_old), (masked_new, kinds_new) = mask(old), mask(new)
+        if kinds_new and masked_old == masked_new:
+            line += f" (only {phrase(sorted(set(kinds_old) | set(kinds_new)))} differs)"
+    return line
 
 
 def _part_kind(docs: tuple[dict[str, Any], ...], message: int, part: int) -> str | None:
@@ -151,6 +171,14 @@ def _part_kind(docs: tuple[dict[str, Any], ...], message: int, part: int) -> str
         if isinstance(kind, str):
             return kind
     return None
+
+
+def where(path: Path, docs: tuple[dict[str, Any], ...]) -> str:
+    """Where `path` points in a request, in words: `tool 'search' description`, `message 2, part 1 (user-prompt)`.
+
+    `docs` are the compared requests (the first one that has the part names its kind).
+    """
+    return _where(path, docs)
 
 
 def _where(path: Path, docs: tuple[dict[str, Any], ...]) -> str:
@@ -165,6 +193,11 @@ def _where(path: Path, docs: tuple[dict[str, Any], ...]) -> str:
         if label is not None and len(path) >= 4 and isinstance(path[3], str) and path[3].startswith("<"):
             rest = _subpath(path[4:])
             return f"{label} {path[3][1:-1]!r}" + (f" {rest}" if rest else "")
+        if group == "instructions" and len(path) == 4 and isinstance(path[3], int):
+            return f"instructions {path[3] + 1}"
+        named = {"output_object": "output schema", "prompted_output_template": "output prompt template"}.get(str(group))
+        if named is not None:
+            return named + (f" {_subpath(path[3:])}" if path[3:] else "")
         return f"request parameter {_subpath(path[2:])}"
     if path[:1] == ("messages",) and len(path) >= 2 and isinstance(path[1], int):
         where = f"message {path[1] + 1}"

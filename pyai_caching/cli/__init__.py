@@ -5,6 +5,7 @@ pyai-caching demo                      # a miss, then a hit, on a throwaway embe
 pyai-caching stats                     # entries, size, by namespace / model / task
 pyai-caching spend --since 7d          # spend and savings per task and model, from the spend ledger
 pyai-caching inspect --last 3          # the stored requests and responses
+pyai-caching explain --last 5          # why recent requests missed: the nearest entry and what differed
 pyai-caching clear --older-than 30d    # delete entries (asks first)
 ```
 
@@ -27,11 +28,11 @@ wrong password, unreadable database file); 130 interrupted (Ctrl-C).
   long scan; `fitted_table` (tables that never cut the name of a row).
 - `browse`: reading, filtering and deleting entries without the agents that wrote them. `ledger`: reading the Redis
   spend ledger.
-- One module per command, named after it: `stats`, `spend`, `inspect`, `clear`, `demo` (its agent is in
-  `demo_run`, imported only when the demo runs).
+- One module per command, named after it: `stats`, `spend`, `inspect`, `explain`, `clear`, `demo` (its agent is
+  in `demo_run`, imported only when the demo runs).
 
-The CLI is the top layer: it may import the public surface, the engine, the stores, `spend` and `_util`. Nothing
-else in the package imports `pyai_caching.cli`.
+The CLI is the top layer: it may import the public surface, the engine, the stores, `spend`, `explain` and
+`_util`. Nothing else in the package imports `pyai_caching.cli`.
 
 ## Adding a command
 
@@ -50,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from pyai_caching.cli import clear, demo, inspect_cmd, spend, stats
+from pyai_caching.cli import clear, demo, explain, inspect_cmd, spend, stats
 from pyai_caching.cli.common import ExitCode, parse_duration, parse_since
 from pyai_caching.cli.root import app, main
 from pyai_caching.cli.spend import By
@@ -61,6 +62,7 @@ COMMANDS: Final[tuple[Callable[..., Any], ...]] = (
     stats.stats,
     spend.spend,
     inspect_cmd.inspect,
+    explain.explain,
     clear.clear,
     demo.demo,
 )

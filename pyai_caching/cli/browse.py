@@ -43,6 +43,9 @@ ENTRY_KINDS: Final = {KeyKind.REQUEST.value: "response", KeyKind.RUN.value: "run
 _KEY_RE: Final = re.compile(
     r"^" + re.escape(KEY_PREFIX) + r"(?P<namespace>[^:]+):(?P<kind>[^:]+):\{(?P<digest>[0-9a-f]{64})\}$"
 )
+_MISS_LOG_RE: Final = re.compile(
+    r"^" + re.escape(KEY_PREFIX) + r"[^:]+:" + KeyKind.MISSES + r":\{(?:[0-9a-f]{2}|head)\}$"
+)
 _BATCH: Final = 64
 
 
@@ -244,7 +247,9 @@ class ScanCounts:
     keys: int = 0
     """Keys scanned under the prefix."""
     other_keys: int = 0
-    """Keys under the prefix that are not entries (locks, ledgers, ...)."""
+    """Keys under the prefix that are not entries (locks, ledgers, ...), the miss log aside."""
+    miss_log_keys: int = 0
+    """Keys of the miss log of `pyai-caching explain` (`pyai_caching:<namespace>:miss:{..}`: pages and a head)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +327,10 @@ async def read_entries(
             progress(counts.keys)
         parts = parse_key(key)
         if parts is None:
-            counts.other_keys += 1
+            if _MISS_LOG_RE.match(key):
+                counts.miss_log_keys += 1
+            else:
+                counts.other_keys += 1
             continue
         if not selection.matches_key(parts):
             continue

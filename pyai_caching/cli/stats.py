@@ -83,6 +83,7 @@ class _Stats:
     unreadable: int = 0
     unreadable_size: int = 0
     other_keys: int = 0
+    miss_log_keys: int = 0
     oldest: float | None = None
     newest: float | None = None
     by_namespace: dict[str, _Group] = field(default_factory=dict)
@@ -124,6 +125,7 @@ class _Stats:
             "unpriced": self.total.unpriced,
             "unreadable": self.unreadable,
             "other_keys": self.other_keys,
+            "miss_log_keys": self.miss_log_keys,
             "oldest": iso_time(self.oldest),
             "newest": iso_time(self.newest),
             "by_namespace": rows("namespace", self.by_namespace),
@@ -156,6 +158,7 @@ def stats(
             async for info in read_entries(store, selection, counts=counts, progress=progress):
                 result.add(info)
         result.other_keys = counts.other_keys
+        result.miss_log_keys = counts.miss_log_keys
         result.counters, result.counters_note = await _ledger_counters(store, namespace)
         return result
 
@@ -236,6 +239,9 @@ def _summary(stats: _Stats, now: float) -> Table:
         )
     if stats.other_keys:
         summary.add_row("Other keys", f"{stats.other_keys:,} (locks, ledgers: not entries)")
+    if stats.miss_log_keys:
+        keys = f"{stats.miss_log_keys:,} key{'s' if stats.miss_log_keys != 1 else ''}"
+        summary.add_row("Miss log", f"{keys} of recent misses (`pyai-caching explain` says why they missed)")
     summary.add_row("Hits / misses", _counters_text(stats))
     return summary
 

@@ -59,6 +59,8 @@ class KeyKind(StrEnum):
     """The name of a Redis vector search index of the semantic cache."""
     SEMANTIC_HASH = "semh"
     """The prefix of the hashes a Redis vector search index covers."""
+    MISSES = "miss"
+    """A page of the miss log of `pyai-caching explain` (`pyai_caching.explain.log`)."""
 
 
 def digest_json(namespace: str, header_json: str, messages_json: str, *, extra: str = "") -> str:

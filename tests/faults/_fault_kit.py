@@ -77,8 +77,8 @@ def our_keys(client: redis.Redis) -> list[bytes]:
 
 
 def entry_keys(client: redis.Redis) -> list[bytes]:
-    """Keys of entries (lock keys left aside)."""
-    return [k for k in our_keys(client) if not k.endswith(b":lock")]
+    """Keys of entries (lock keys and the miss log of `pyai-caching explain` left aside)."""
+    return [k for k in our_keys(client) if not k.endswith(b":lock") and b":miss:{" not in k]
 
 
 def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
