@@ -9,21 +9,20 @@ hold digests, and entries are only fingerprinted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from pyai_caching._util.escape import escape_text
 from pyai_caching._util.explain import MISSING, differences, nearest, where
 from pyai_caching._util.volatile import phrase
-from pyai_caching.engine.entries import EntryDecodeError, decode_response_entry
-from pyai_caching.engine.keys import KEY_PREFIX, KeyKind, kind_prefix, validate_namespace
-from pyai_caching.explain.fingerprint import fingerprint, is_digest, volatile_only
-from pyai_caching.explain.log import MISS_KIND, PAGES, RECORD_VERSION, miss_key
+from pyai_caching.engine.keys import KEY_PREFIX, KeyKind
+from pyai_caching.explain.fingerprint import is_digest, volatile_only
+from pyai_caching.explain.log import MISS_KIND
+from pyai_caching.explain.reading import Candidate, Miss, candidates, leaves, read_misses
 from pyai_caching.stores import Store
 
 __all__ = [
@@ -64,186 +63,6 @@ _MAX_DIFFERENCES: Final = 12
 _MAX_TEXT: Final = 200
 _MAX_TIME: Final = 253402300799.0
 _MAX_DEPTH: Final = 32
-
-
-# --- what was recorded ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Miss:
-    """One miss as the miss log recorded it."""
-
-    at: float
-    """Unix time of the miss."""
-    namespace: str
-    """The namespace of the cache that missed."""
-    key: str
-    """The store key the request was looked up under."""
-    task: str | None
-    """The task name of the cache, if any."""
-    model: str | None
-    """`<system>:<model name>` of the model the request was for."""
-    versioned: bool
-    """Whether the cache had a `cache_version`."""
-    fingerprint: dict[str, Any] = field(repr=False)
-    """The request's ingredients as digests (see `pyai_caching.explain.fingerprint`)."""
-
-
-def _text(value: Any) -> str | None:
-    return value[:_MAX_TEXT] if isinstance(value, str) else None
-
-
-def _miss(namespace: str, item: Any) -> Miss | None:
-    """A recorded miss, or `None` for anything that is not one (a planted or foreign value)."""
-    if not isinstance(item, dict):
-        return None
-    at, key, fp = item.get("at"), item.get("key"), item.get("fp")
-    if isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at <= _MAX_TIME:
-        return None
-    if not isinstance(key, str) or not isinstance(fp, dict) or not isinstance(fp.get("header"), dict):
-        return None
-    if _deeper_than(fp, _MAX_DEPTH):  # a fingerprint is a few levels deep: this one was planted
-        return None
-    return Miss(
-        at=float(at),
-        namespace=namespace,
-        key=key[:_MAX_TEXT],
-        task=_text(item.get("task")),
-        model=_text(item.get("model")),
-        versioned=bool(item.get("version")),
-        fingerprint=fp,
-    )
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether `value` nests lists and dicts deeper than `limit` (iterative: no recursion on planted data)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
-
-
-def _page(namespace: str, raw: object) -> list[Miss]:
-    if not isinstance(raw, bytes):
-        return []
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
-        return []
-    if not isinstance(doc, dict) or doc.get("kind") != "misses" or doc.get("version") != RECORD_VERSION:
-        return []
-    items = doc.get("misses")
-    if not isinstance(items, list):
-        return []
-    return [m for m in (_miss(namespace, i) for i in items[: PAGES * 4]) if m is not None]
-
-
-async def _get_many(store: Store, keys: Sequence[str]) -> list[object]:
-    out: list[object] = []
-    for start in range(0, len(keys), _BATCH):
-        chunk = keys[start : start + _BATCH]
-        out.extend(await asyncio.gather(*(store.get(k) for k in chunk), return_exceptions=True))
-    for value in out:
-        if isinstance(value, BaseException) and not _unreadable(value):
-            raise value  # the store is down or refuses us: the command fails
-    return out
-
-
-def _unreadable(error: BaseException) -> bool:
-    """A value the store cannot return as bytes (another Redis type, a planted SQLite value): skipped, not fatal."""
-    return isinstance(error, TypeError | ValueError | OverflowError) or "WRONGTYPE" in str(error)
-
-
-async def read_misses(store: Store, namespace: str | None = None) -> list[Miss]:
-    """Every miss recorded in `namespace` (`None`: in every namespace), newest first."""
-    if namespace is not None:
-        namespace = validate_namespace(namespace)
-        keys = [(namespace, miss_key(namespace, page)) for page in range(PAGES)]
-    else:
-        keys = []
-        async for key in store.scan(KEY_PREFIX):
-            match = _MISS_KEY_RE.match(key)
-            if match is not None:
-                keys.append((match["namespace"], key))
-    values = await _get_many(store, [k for _, k in keys])
-    misses: dict[tuple[str, str, float], Miss] = {}
-    for (ns, _), raw in zip(keys, values, strict=True):
-        for miss in _page(ns, raw):
-            misses[(miss.namespace, miss.key, miss.at)] = miss  # a page written twice holds the same misses
-    return sorted(misses.values(), key=lambda m: m.at, reverse=True)
-
-
-# --- what is stored ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Candidate:
-    key: str
-    task: str | None
-    model: str
-    created_at: float
-    fingerprint: dict[str, Any]
-    leaves: frozenset[tuple[str, str]]
-
-
-def _leaves(fp: Any, path: str = "", out: set[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
-    """The fingerprint as a set of `(path, leaf)` pairs, to shortlist candidates cheaply."""
-    out = set() if out is None else out
-    if isinstance(fp, dict):
-        for k, v in fp.items():
-            _leaves(v, f"{path}/{k}", out)
-    elif isinstance(fp, list):
-        for i, v in enumerate(fp):
-            name = v.get("name") if isinstance(v, dict) else None
-            _leaves(v, f"{path}/{name if isinstance(name, str) else i}", out)
-    else:
-        out.add((path, json.dumps(fp)))
-    return out
-
-
-async def _candidates(store: Store, namespaces: set[str], limit: int) -> tuple[dict[str, list[_Candidate]], bool]:
-    """The request-level entries of `namespaces` (at most `limit` read), fingerprinted; and whether any were left."""
-    found: dict[str, list[_Candidate]] = {ns: [] for ns in namespaces}
-    keys: list[tuple[str, str]] = []
-    truncated = False
-    for namespace in sorted(namespaces):
-        async for key in store.scan(kind_prefix(namespace, KeyKind.REQUEST)):
-            match = _ENTRY_KEY_RE.match(key)
-            if match is None or match["namespace"] != namespace:
-                continue
-            if len(keys) >= limit:
-                truncated = True
-                break
-            keys.append((namespace, key))
-    for start in range(0, len(keys), _BATCH):
-        chunk = keys[start : start + _BATCH]
-        for (namespace, key), raw in zip(chunk, await _get_many(store, [k for _, k in chunk]), strict=True):
-            if not isinstance(raw, bytes):
-                continue
-            try:
-                entry = decode_response_entry(raw)  # signatures are not checked: the CLI holds no secret
-            except (EntryDecodeError, RecursionError):
-                continue
-            if entry.request is None:
-                continue
-            fp = fingerprint(entry.request)
-            found[namespace].append(
-                _Candidate(
-                    key=key,
-                    task=entry.meta.task,
-                    model=entry.meta.model,
-                    created_at=entry.meta.created_at,
-                    fingerprint=fp,
-                    leaves=frozenset(_leaves(fp)),
-                )
-            )
-    return found, truncated
 
 
 # --- explaining one miss (pure) ---------------------------------------------------------------------------------
@@ -379,12 +198,12 @@ def _difference(path: tuple[str | int, ...], old: Any, new: Any, docs: tuple[dic
     )
 
 
-def _pick(miss: Miss, candidates: Sequence[_Candidate]) -> tuple[_Candidate, float] | None:
+def _pick(miss: Miss, candidates: Sequence[Candidate]) -> tuple[Candidate, float] | None:
     if not candidates:
         return None
-    own = frozenset(_leaves(miss.fingerprint))
+    own = frozenset(leaves(miss.fingerprint))
 
-    def score(c: _Candidate) -> tuple[float, bool, bool]:
+    def score(c: Candidate) -> tuple[float, bool, bool]:
         union = len(own | c.leaves) or 1
         return len(own & c.leaves) / union, c.task == miss.task, c.model == miss.model
 
@@ -394,7 +213,7 @@ def _pick(miss: Miss, candidates: Sequence[_Candidate]) -> tuple[_Candidate, flo
     return shortlist[found[0]], found[1]
 
 
-def explain_miss(miss: Miss, stored: Sequence[_Candidate]) -> ExplainedMiss:
+def explain_miss(miss: Miss, stored: Sequence[Candidate]) -> ExplainedMiss:
     """Explain `miss` with the entries stored in its namespace (pure)."""
     stored_now = any(c.key == miss.key for c in stored)
     # Only entries that were there when the request missed can say why it missed (later ones are its consequences).
@@ -509,7 +328,7 @@ async def miss_report(
         raise ValueError(f"last must be a positive number of misses, got {last!r}")
     misses = [m for m in await read_misses(store, namespace) if task is None or m.task == task]
     chosen = misses[:last]
-    stored, truncated = await _candidates(store, {m.namespace for m in chosen}, max_entries)
+    stored, truncated = await candidates(store, {m.namespace for m in chosen}, max_entries)
     return MissReport(
         namespace=namespace,
         task=task,
