@@ -274,9 +274,28 @@ class ResponseCache(AbstractCapability[Any]):
         token = _fallback_in_run.set(fallback_serves(ctx.model, getattr(ctx, "root_capability", None)))
         try:
             async with forget_entries_of_failed_run():
-                return await handler()
+                if self._gate is None or not self._gate.shared or self.semantic is None or self.own_record():
+                    return await handler()
+                return await self._charged_run(ctx, handler)
         finally:
             _fallback_in_run.reset(token)
+
+    async def _charged_run(self, ctx: RunContext[Any], handler: WrapRunHandler) -> AgentRunResult[Any]:
+        """A run outside `cached_agent_run` whose budgets must be charged for the semantic cache's embedding calls:
+        it gets a record of its own (which the embeddings are counted in), and what no request was charged with is
+        charged at its end, as `cached_agent_run` does."""
+        assert self._gate is not None
+        record = CallRecord(owner=self)
+        call = current_call.set(record)
+        try:
+            result = await handler()
+        except Exception:
+            await self._gate.charge_leftovers(record, ctx.deps)
+            raise
+        finally:
+            current_call.reset(call)
+        await self._gate.charge_leftovers(record, ctx.deps)
+        return result
 
 
 _fallback_in_run: ContextVar[bool] = ContextVar("pyai_caching_fallback_in_run", default=False)

@@ -16,7 +16,7 @@ re-raised unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BudgetExceededError",
@@ -29,7 +29,16 @@ __all__ = [
 
 
 class PyAICachingError(Exception):
-    """Base class of every exception raised by pyai_caching."""
+    """Base class of every exception raised by pyai_caching.
+
+    Every one of them survives pickling (`pickle.loads(pickle.dumps(error))`: same class, message and fields), as
+    worker pools (`ProcessPoolExecutor`, multiprocessing, Celery) send a worker's exception back to the parent.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds an exception by calling `cls(*args)`, which fails for the keyword-only fields of the
+        # subclasses: rebuild it from its arguments without `__init__`, then restore every attribute.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 class ConfigurationError(PyAICachingError, ValueError):
@@ -122,3 +131,10 @@ class BudgetExceededError(PyAICachingError):
         self.reserved = reserved
         """Of the limit, the amount held by model requests in flight (reserved before they were sent, settled with
         their real cost when they answer), in the limit's unit."""
+
+
+def _rebuild(cls: type[PyAICachingError], args: tuple[Any, ...]) -> PyAICachingError:
+    """An exception of class `cls` with `args`, made without its `__init__` (its fields are restored after)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error

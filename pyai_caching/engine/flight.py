@@ -67,7 +67,15 @@ from pyai_caching.exceptions import ConfigurationError
 from pyai_caching.stores import LockingStore, Store
 from pyai_caching.stores.lag import wait_responsive
 
-__all__ = ["DEFAULT_LOCK_TTL", "Fill", "check_lock_ttl", "forget_entries_of_failed_run", "lock_key"]
+__all__ = [
+    "CLEANUP_LIMIT",
+    "DEFAULT_LOCK_TTL",
+    "Fill",
+    "check_lock_ttl",
+    "forget_entries_of_failed_run",
+    "lock_key",
+    "to_the_end",
+]
 
 logger = logging.getLogger("pyai_caching")
 
@@ -348,10 +356,10 @@ class Fill:
             assert isinstance(store, LockingStore)
             # Never raises: a lock that cannot be released expires by itself.
             release = self._access.guard("lock", store.release_lock(lock_key(self._key), token), None, quiet=True)
-            await _to_the_end(release, min(self._lock_ttl, CLEANUP_LIMIT))
+            await to_the_end(release, min(self._lock_ttl, CLEANUP_LIMIT))
 
 
-async def _to_the_end(cleanup: Awaitable[Any], limit: float) -> None:
+async def to_the_end(cleanup: Awaitable[Any], limit: float) -> None:
     """Await a clean-up to its end (or `limit` seconds), even when the call it belongs to is being cancelled.
 
     pydantic-ai runs an agent's graph in anyio cancel scopes: once a run is cancelled, every later await inside it is
@@ -375,7 +383,7 @@ async def forget_entries_of_failed_run() -> AsyncIterator[None]:
     except BaseException as error:
         if not _keeps_entries(error):
             for access, key in writes:
-                await _to_the_end(access.delete(key), CLEANUP_LIMIT)
+                await to_the_end(access.delete(key), CLEANUP_LIMIT)
         raise
     finally:
         _run_writes.reset(token)

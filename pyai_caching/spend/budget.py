@@ -9,7 +9,7 @@ Before a cache miss calls the model, one Lua script checks every `Budget` of the
 reserves an amount in each; after the model answered, the real cost (or tokens) replaces the reservation. A
 request is refused (`BudgetExceededError`, the model is not called) when what was spent plus what requests in
 flight hold has reached the limit, so two processes cannot both spend the last dollar. Hits are free: they neither
-check nor charge. See `budget_counters` for the Redis schema and the scripts.
+check nor charge. See `budget_counters` for the Redis schema and the rules.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class Budget:
 
     Periods are UTC calendar days and months: a daily budget starts again at 00:00 UTC, a monthly one at 00:00 UTC
     on the first of the month, whatever the process's time zone. Two budgets with the same name share their
-    counters (per tenant and period): give each limit its own name.
+    counters (per tenant and period; a daily and a monthly budget of one name count apart): give each limit its own
+    name.
 
     Counters live in Redis (`redis_url`, `store=RedisStore(...)`, or `LLM_CACHE_REDIS_URL`), shared by every
     process. `store=MemoryStore()` keeps them in this process instead, with the same rules (tests, one-process
@@ -85,10 +86,17 @@ class Budget:
     """Whose use is counted: `None` (every call together), `"namespace"` (the cache namespace), `"task"` (the
     `task_name`) or a function of the run's deps returning the tenant's key (a non-empty string)."""
     reserve: Decimal | None
-    """What a request holds, in `unit`, between the check and its settlement. `None` (default): the largest single
-    request this budget has been charged so far (nothing before its first request settles). Near the limit, requests
-    in flight hold what is left and further ones are refused until they settle: raise it for expensive requests
-    (the bigger it is, the less a burst of concurrent requests can overshoot the limit)."""
+    """What a request holds, in `unit`, from the check until it settles: a request is admitted while `spent +
+    reserved` is below the limit, and its reservation counts against the limit for the requests checked after it.
+
+    `None` (default): the largest single request (its cost or tokens, with the embedding calls charged with it)
+    charged to a budget of this name in the current period, by any tenant. Until one has been charged in the period
+    (the first request of each day or month, or after every earlier one failed), that is not known: one request per
+    tenant is admitted at a time, holding 0, and the others are refused (`BudgetExceededError` saying a first
+    request is measuring the cost) until it settles. Give a `reserve` to admit concurrent requests from the start.
+
+    The overshoot of the limit is bounded by what requests in flight cost beyond what they hold: the bigger
+    `reserve`, the fewer concurrent requests are admitted near the limit and the less they can overshoot it."""
     lease: float
     """Seconds a reservation holds at most: one whose request never settles (a process killed mid-request) is given
     back after it. Default 900."""

@@ -4,11 +4,13 @@
 
 ```
 pyai_caching_budget:{v1}:budgets                       hash: <name> -> JSON of the budget (unit, period, limit,
-                                                       tenant kind), <name>|largest -> largest single charge
+                                                       tenant kind)
 pyai_caching_budget:{v1}:use:<name>|<tenant>|<period>  hash: spent, reserved, in_flight, admitted, denied, expired
 pyai_caching_budget:{v1}:held:<name>|<tenant>|<period> sorted set: <reservation id>:<amount>, scored by the Redis
                                                        server's time (ms) when its lease ends
 pyai_caching_budget:{v1}:tenants:<name>|<period>       set of the tenants with use in the period
+pyai_caching_budget:{v1}:largest:<name>|<period>       string: the largest single request charged in the period
+                                                       (any tenant); missing until one has been charged
 ```
 
 Amounts are whole numbers: nano-USD (1e-9 USD) for USD budgets, tokens for token budgets. `<period>` is
@@ -17,11 +19,21 @@ The `{v1}` hash tag keeps every key on one Redis Cluster slot, so one script can
 
 ## Reserve, then settle
 
-`RESERVE` (one script, atomic): for each budget, give back the reservations whose lease ended (a process that
-died mid-request), then refuse if `spent + reserved >= limit`; when no budget refuses, hold `amount` in each
-(`reserved += amount`) under a lease. `SETTLE` (after the request): drop the reservation and add the real
-charge to `spent`. Two processes can never both be admitted on the last unit: the first one's reservation is
-counted by the second one's check.
+The scripts are in `budget_scripts`. `RESERVE` (one script, atomic): for each budget, give back the reservations
+whose lease ended (a process that died mid-request), then refuse if `spent + reserved >= limit`; when no budget
+refuses, hold `amount` in each (`reserved += amount`) under a lease. `SETTLE` (after the request): drop the
+reservation and add the real charge to `spent`. Two processes can never both be admitted on the last unit: the
+first one's reservation is counted by the second one's check. `RELEASE` drops a reservation by its id alone, for a
+check whose reply was lost (the call was cancelled while the script ran).
+
+A budget without `reserve=` holds the largest single request charged in the current period. Until one has been
+charged in the period, nothing is known of what a request costs: one request per tenant is admitted at a time (it
+holds 0 while it measures), and the check refuses the others (`Refusal.measuring`) rather than let a burst of first
+requests overspend.
+
+A `MemoryStore`'s counters follow the same rules in this process; periods of one kind (day, month) replace each
+other there (the use of an ended period is dropped), while budgets of one name with different periods stay apart,
+as in Redis.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from pyai_caching.spend.budget_scripts import RELEASE, RESERVE, SETTLE
+from pyai_caching.spend.periods import period_kind
 from pyai_caching.stores.memory import MemoryStore
 from pyai_caching.stores.redis import RedisStore
 
@@ -44,6 +58,7 @@ __all__ = [
     "MemoryCounters",
     "RedisCounters",
     "Refusal",
+    "Settlement",
     "counters_for",
     "escape",
 ]
@@ -77,6 +92,11 @@ def tenants_key(name: str, period: str) -> str:
     return f"{BUDGET_KEY_PREFIX}tenants:{escape(name)}|{period}"
 
 
+def largest_key(name: str, period: str) -> str:
+    """The largest single request one budget was charged in one period (what a request holds by default)."""
+    return f"{BUDGET_KEY_PREFIX}largest:{escape(name)}|{period}"
+
+
 @dataclass(frozen=True, slots=True)
 class Ask:
     """One budget's part of a check: what to read and, when admitted, what to hold."""
@@ -90,7 +110,8 @@ class Ask:
     limit: int
     """The limit, in whole units."""
     amount: int | None
-    """Units to hold until the request settles; `None`: the largest single charge this budget has seen."""
+    """Units to hold until the request settles; `None`: the largest single request charged in the period (one
+    request of the tenant at a time, holding 0, until one has been charged)."""
     ttl: int
     """Seconds the use keys live (the rest of the period plus a retention); `0`: no expiry."""
     meta: str
@@ -114,6 +135,22 @@ class Refusal:
     spent: int
     reserved: int
     in_flight: int
+    measuring: bool = False
+    """Refused not because the limit is reached but because no request has been charged in the period yet (the
+    default reserve is unknown) and one of the tenant's requests, in flight, is measuring it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One budget's part of a settle: the reservation to release and the charge to add."""
+
+    hold: Held | None
+    """The reservation to release (`None`: none was held, as for the embeddings charged at the end of a call)."""
+    ask: Ask
+    charge: int
+    """Units to add to `spent`."""
+    measured: bool
+    """`charge` is the whole charge of one request that got its answer: it counts toward the period's largest."""
 
 
 class Counters(Protocol):
@@ -128,8 +165,12 @@ class Counters(Protocol):
         """Admit (hold every ask's amount) or refuse, atomically for all of `asks`."""
         ...
 
-    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
-        """Release each reservation (`None`: none was held) and add its charge (units) to its use."""
+    async def settle(self, items: list[Settlement], reservation: str) -> None:
+        """Release each reservation and add its charge to its use."""
+        ...
+
+    async def release(self, asks: list[Ask], reservation: str) -> None:
+        """Release the reservations of `reservation` in `asks`, if any are held, whatever their amounts."""
         ...
 
     async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
@@ -145,90 +186,6 @@ class Counters(Protocol):
         ...
 
 
-# KEYS: [1] the registry, then for each budget: its use hash, its held set, its tenants set.
-# ARGV: [1] reservation id, [2] lease (ms), then for each budget: limit, amount (-1: largest seen), ttl (s, 0: none),
-# name, meta JSON, tenant.
-RESERVE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_text = string.format('%d', now)
-local n = (#KEYS - 1) / 3
-local amounts = {}
-for i = 1, n do
-  local use, held = KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 2 + 6 * (i - 1)
-  local ended = redis.call('ZRANGEBYSCORE', held, '-inf', now_text)
-  if #ended > 0 then
-    local back = 0
-    for _, member in ipairs(ended) do back = back + tonumber(string.match(member, ':(%d+)$')) end
-    redis.call('HINCRBY', use, 'reserved', string.format('%d', -back))
-    redis.call('HINCRBY', use, 'in_flight', -#ended)
-    redis.call('HINCRBY', use, 'expired', #ended)
-    redis.call('ZREMRANGEBYSCORE', held, '-inf', now_text)
-  end
-  local spent = redis.call('HGET', use, 'spent') or '0'
-  local reserved = redis.call('HGET', use, 'reserved') or '0'
-  if tonumber(spent) + tonumber(reserved) >= tonumber(ARGV[a + 1]) then
-    redis.call('HINCRBY', use, 'denied', 1)
-    redis.call('SADD', KEYS[3 * i + 1], ARGV[a + 6])
-    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
-    if ARGV[a + 3] ~= '0' then
-      redis.call('EXPIRE', use, ARGV[a + 3])
-      redis.call('EXPIRE', KEYS[3 * i + 1], ARGV[a + 3])
-    end
-    return {i, spent, reserved, redis.call('HGET', use, 'in_flight') or '0'}
-  end
-  local amount = tonumber(ARGV[a + 2])
-  if amount < 0 then amount = tonumber(redis.call('HGET', KEYS[1], ARGV[a + 4] .. '|largest') or '0') end
-  amounts[i] = amount
-end
-for i = 1, n do
-  local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local a = 2 + 6 * (i - 1)
-  local member = ARGV[1] .. ':' .. string.format('%d', amounts[i])
-  redis.call('ZADD', held, string.format('%d', now + tonumber(ARGV[2])), member)
-  redis.call('HINCRBY', use, 'reserved', string.format('%d', amounts[i]))
-  redis.call('HINCRBY', use, 'in_flight', 1)
-  redis.call('HINCRBY', use, 'admitted', 1)
-  redis.call('SADD', tenants, ARGV[a + 6])
-  redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
-  if ARGV[a + 3] ~= '0' then
-    for _, key in ipairs({use, held, tenants}) do redis.call('EXPIRE', key, ARGV[a + 3]) end
-  end
-end
-local granted = {0}
-for i = 1, n do granted[#granted + 1] = string.format('%d', amounts[i]) end
-return granted
-"""
-
-# KEYS: [1] the registry, then for each budget: its use hash, its held set, its tenants set.
-# ARGV: [1] reservation id, then for each budget: amount held (-1: none), charge, ttl (s, 0: none), name, tenant.
-SETTLE: Final = """
-local n = (#KEYS - 1) / 3
-for i = 1, n do
-  local use, held, tenants = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local a = 1 + 5 * (i - 1)
-  if ARGV[a + 1] ~= '-1' and redis.call('ZREM', held, ARGV[1] .. ':' .. ARGV[a + 1]) == 1 then
-    redis.call('HINCRBY', use, 'reserved', string.format('%d', -tonumber(ARGV[a + 1])))
-    redis.call('HINCRBY', use, 'in_flight', -1)
-  end
-  if ARGV[a + 2] ~= '0' then
-    redis.call('HINCRBY', use, 'spent', ARGV[a + 2])
-    redis.call('SADD', tenants, ARGV[a + 5])
-    local largest = KEYS[1]
-    if tonumber(ARGV[a + 2]) > tonumber(redis.call('HGET', largest, ARGV[a + 4] .. '|largest') or '0') then
-      redis.call('HSET', largest, ARGV[a + 4] .. '|largest', ARGV[a + 2])
-    end
-    if ARGV[a + 3] ~= '0' and redis.call('TTL', use) == -1 then
-      redis.call('EXPIRE', use, ARGV[a + 3])
-      redis.call('EXPIRE', tenants, ARGV[a + 3])
-    end
-  end
-end
-return 1
-"""
-
-
 def _keys(asks: list[Ask]) -> list[str]:
     keys = [REGISTRY_KEY]
     for ask in asks:
@@ -236,6 +193,7 @@ def _keys(asks: list[Ask]) -> list[str]:
             use_key(ask.name, ask.tenant, ask.period),
             held_key(ask.name, ask.tenant, ask.period),
             tenants_key(ask.name, ask.period),
+            largest_key(ask.name, ask.period),
         ]
     return keys
 
@@ -266,16 +224,23 @@ class RedisCounters:
         reply = await client.register_script(RESERVE)(keys=_keys(asks), args=args)
         first = _int(reply[0])
         if first:
-            spent, reserved, in_flight = (_int(v) for v in reply[1:4])
-            return Refusal(ask=asks[first - 1], spent=spent, reserved=reserved, in_flight=in_flight)
+            spent, reserved, in_flight, measuring = (_int(v) for v in reply[1:5])
+            return Refusal(
+                ask=asks[first - 1], spent=spent, reserved=reserved, in_flight=in_flight, measuring=bool(measuring)
+            )
         return [Held(ask=ask, amount=_int(v)) for ask, v in zip(asks, reply[1:], strict=True)]
 
-    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
+    async def settle(self, items: list[Settlement], reservation: str) -> None:
         args: list[str | int] = [reservation]
-        for hold, ask, charge in held:
-            args += [-1 if hold is None else hold.amount, charge, ask.ttl, ask.name, ask.tenant]
+        for item in items:
+            held = -1 if item.hold is None else item.hold.amount
+            args += [held, item.charge, item.ask.ttl, item.ask.tenant, int(item.measured)]
         client = await self.store.client()
-        await client.register_script(SETTLE)(keys=_keys([ask for _, ask, _ in held]), args=args)
+        await client.register_script(SETTLE)(keys=_keys([item.ask for item in items]), args=args)
+
+    async def release(self, asks: list[Ask], reservation: str) -> None:
+        client = await self.store.client()
+        await client.register_script(RELEASE)(keys=_keys(asks), args=[reservation])
 
     async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
         if not uses:
@@ -294,7 +259,7 @@ class RedisCounters:
     async def registry(self) -> dict[str, str]:
         client = await self.store.client()
         raw = await client.hgetall(REGISTRY_KEY)
-        return {_text(k): _text(v) for k, v in raw.items() if "|" not in _text(k)}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
 
 @dataclass
@@ -308,13 +273,15 @@ class _Use:
 class MemoryCounters:
     """Budgets' counters in this process (for a `MemoryStore`): the same rules as in Redis, nothing shared.
 
-    Periods here end by the budget's clock like in Redis; uses of ended periods are dropped when a new one starts.
+    Periods here end by the budget's clock like in Redis; the uses of an ended period are dropped when the next
+    period of the same kind starts (a daily budget and a monthly one of the same name stay apart, as in Redis).
     """
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _uses: dict[tuple[str, str, str], _Use] = field(default_factory=dict, repr=False)
     _registry: dict[str, str] = field(default_factory=dict, repr=False)
-    _largest: dict[str, int] = field(default_factory=dict, repr=False)
+    _largest: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    """The largest single request charged, by (name, period)."""
 
     @property
     def description(self) -> str:
@@ -324,9 +291,12 @@ class MemoryCounters:
         key = (ask.name, ask.tenant, ask.period)
         found = self._uses.get(key)
         if found is None:
-            # A new period of this budget: the uses of its earlier periods are no longer needed.
-            for old in [k for k in self._uses if k[0] == ask.name and k[2] != ask.period]:
+            # A new period of this budget: the uses of its earlier periods (of the same kind) are no longer needed.
+            kind = period_kind(ask.period)
+            ended = [k for k in self._uses if k[0] == ask.name and k[2] != ask.period and period_kind(k[2]) == kind]
+            for old in ended:
                 del self._uses[old]
+                self._largest.pop((old[0], old[2]), None)
             found = self._uses[key] = _Use()
         return found
 
@@ -336,18 +306,24 @@ class MemoryCounters:
             amounts: list[int] = []
             for ask in asks:
                 use = self._use(ask)
-                for rid, (amount, ends) in list(use.held.items()):
+                for rid, (back, ends) in list(use.held.items()):
                     if ends <= now:
                         del use.held[rid]
-                        use.counts["reserved"] -= amount
+                        use.counts["reserved"] -= back
                         use.counts["in_flight"] -= 1
                         use.counts["expired"] += 1
                 c = use.counts
-                if c["spent"] + c["reserved"] >= ask.limit:
+                spent = c["spent"] + c["reserved"] >= ask.limit
+                hold = ask.amount if ask.amount is not None else self._largest.get((ask.name, ask.period))
+                # Nothing charged in the period yet (no default reserve): one request of the tenant at a time.
+                measuring = not spent and hold is None and c["in_flight"] > 0
+                if spent or measuring:
                     c["denied"] += 1
                     self._registry[ask.name] = ask.meta
-                    return Refusal(ask=ask, spent=c["spent"], reserved=c["reserved"], in_flight=c["in_flight"])
-                amounts.append(self._largest.get(ask.name, 0) if ask.amount is None else ask.amount)
+                    return Refusal(
+                        ask=ask, spent=c["spent"], reserved=c["reserved"], in_flight=c["in_flight"], measuring=measuring
+                    )
+                amounts.append(hold or 0)
             for ask, amount in zip(asks, amounts, strict=True):
                 use = self._use(ask)
                 use.held[reservation] = (amount, now + lease)
@@ -357,17 +333,29 @@ class MemoryCounters:
                 self._registry[ask.name] = ask.meta
             return [Held(ask=ask, amount=amount) for ask, amount in zip(asks, amounts, strict=True)]
 
-    async def settle(self, held: list[tuple[Held | None, Ask, int]], reservation: str) -> None:
+    async def settle(self, items: list[Settlement], reservation: str) -> None:
         with self._lock:
-            for hold, ask, charge in held:
+            for item in items:
+                ask = item.ask
                 use = self._uses.get((ask.name, ask.tenant, ask.period))
                 if use is None:  # a period that has ended and been dropped meanwhile
                     continue
-                if hold is not None and use.held.pop(reservation, None) is not None:
-                    use.counts["reserved"] -= hold.amount
+                if item.hold is not None and use.held.pop(reservation, None) is not None:
+                    use.counts["reserved"] -= item.hold.amount
                     use.counts["in_flight"] -= 1
-                use.counts["spent"] += charge
-                self._largest[ask.name] = max(self._largest.get(ask.name, 0), charge)
+                use.counts["spent"] += item.charge
+                if item.measured:
+                    largest = (ask.name, ask.period)
+                    self._largest[largest] = max(self._largest.get(largest, 0), item.charge)
+
+    async def release(self, asks: list[Ask], reservation: str) -> None:
+        with self._lock:
+            for ask in asks:
+                use = self._uses.get((ask.name, ask.tenant, ask.period))
+                held = use.held.pop(reservation, None) if use is not None else None
+                if use is not None and held is not None:
+                    use.counts["reserved"] -= held[0]
+                    use.counts["in_flight"] -= 1
 
     async def read(self, uses: list[tuple[str, str, str]]) -> list[dict[str, int]]:
         with self._lock:

@@ -2,7 +2,13 @@
 
 `ResponseCache` builds a `BudgetGate` from its `budget=` argument; the request-level cache enters
 `gate.request(record, deps)` around each request it sends, and calls `Charge.settle` with the response's cost and
-usage. `cached_agent_run` charges what is left at the end of the call (embedding calls not followed by a request).
+usage. `cached_agent_run` (and `ResponseCache.wrap_run` for a run outside it) charges what is left at the end of
+the call (embedding calls not followed by a request).
+
+What a request holds is given back whatever ends it: an answer (settled with its cost), an error (settled with
+nothing), a cancellation (a timeout, a client that went away: the settle runs shielded, `engine.flight.to_the_end`),
+or a refusal of one of its budgets after others admitted it (on another store, or a store that could not be reached
+with `on_store_error='deny'`). Only a process that dies leaves its reservations to their lease.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Any
 from pydantic_ai.usage import RequestUsage
 
 from pyai_caching.engine.context import CallRecord
+from pyai_caching.engine.flight import CLEANUP_LIMIT, to_the_end
 from pyai_caching.exceptions import BudgetExceededError, ConfigurationError
 from pyai_caching.spend.budget import Budget
-from pyai_caching.spend.budget_counters import Ask, Counters, Held, Refusal
+from pyai_caching.spend.budget_counters import Ask, Counters, Held, Refusal, Settlement
 from pyai_caching.spend.ledger_schema import error_text, to_nano
 from pyai_caching.spend.outages import MAYBE_OUTAGE, is_outage
 from pyai_caching.spend.periods import resets_at
@@ -62,11 +69,15 @@ class Charge:
     """USD (known prices only)."""
     tokens: int = 0
     """Input + output tokens."""
+    settled: bool = False
+    """The request got its answer and `settle` was given what it cost (it then measures the budgets' default
+    reserve)."""
 
     def settle(self, cost: Decimal | None, usage: RequestUsage) -> None:
         """Record the request's cost (`None`: unknown, counted as 0 by USD budgets) and usage."""
         self.cost = cost or Decimal(0)
         self.tokens = usage.input_tokens + usage.output_tokens
+        self.settled = True
 
 
 @dataclass
@@ -79,6 +90,9 @@ class _Group:
     budgets: list[Budget] = field(default_factory=list)
     asks: list[Ask] = field(default_factory=list)
     held: list[Held] | None = None
+    lost: bool = False
+    """The check was interrupted (cancelled) after it may have reached the store: a reservation may be held there,
+    whose amount this request does not know."""
     unreachable: bool = False
     """The store could not be reached at the check (on_store_error='allow'): this request is not charged there."""
 
@@ -115,8 +129,8 @@ class BudgetGate:
         charge = Charge()
         try:
             yield charge
-        finally:
-            await self._settle(groups, charge, record)
+        finally:  # to the end even when the request is cancelled: its reservation is given back at once
+            await to_the_end(self._settle(groups, charge, record), CLEANUP_LIMIT)
 
     async def charge_leftovers(self, record: CallRecord, deps: Any) -> None:
         """Charge the embedding calls no request has been charged with (a semantic hit, a call that failed)."""
@@ -139,22 +153,31 @@ class BudgetGate:
 
     async def _reserve(self, deps: Any) -> list[_Group]:
         groups = self._groups(deps)
-        for group in groups:
-            lease = max(b.lease for b in group.budgets)
-            try:
-                outcome = await group.counters.reserve(group.asks, group.reservation, lease)
-            except MAYBE_OUTAGE as exc:
-                if not is_outage(exc):
-                    raise
-                self._store_failed(group, exc)
-                group.unreachable = True
-                continue
-            _recovered(group)
-            if isinstance(outcome, Refusal):
-                await self._settle(groups, Charge(), None)  # give back what earlier groups held
-                raise self._refused(group, outcome)
-            group.held = outcome
+        try:
+            for group in groups:
+                await self._reserve_group(group)
+        except BaseException:  # refused, denied, failed or cancelled: give back what earlier groups hold
+            await to_the_end(_give_back(groups), CLEANUP_LIMIT)
+            raise
         return groups
+
+    async def _reserve_group(self, group: _Group) -> None:
+        lease = max(b.lease for b in group.budgets)
+        try:
+            outcome = await group.counters.reserve(group.asks, group.reservation, lease)
+        except MAYBE_OUTAGE as exc:
+            if not is_outage(exc):
+                raise
+            self._store_failed(group, exc)
+            group.unreachable = True
+            return
+        except BaseException:
+            group.lost = True  # interrupted (cancelled) while the script ran: it may have held a reservation
+            raise
+        _recovered(group)
+        if isinstance(outcome, Refusal):
+            raise self._refused(group, outcome)
+        group.held = outcome
 
     async def _settle(self, groups: list[_Group], charge: Charge, record: CallRecord | None) -> None:
         cost, tokens = charge.cost, charge.tokens
@@ -168,7 +191,12 @@ class BudgetGate:
             if group.unreachable or (group.held is None and not (cost or tokens)):
                 continue
             items = [
-                (hold, ask, to_nano(cost) if budget.unit == "usd" else tokens)
+                Settlement(
+                    hold=hold,
+                    ask=ask,
+                    charge=to_nano(cost) if budget.unit == "usd" else tokens,
+                    measured=hold is not None and charge.settled,
+                )
                 for hold, ask, budget in zip(holds, group.asks, group.budgets, strict=True)
             ]
             try:
@@ -224,10 +252,22 @@ class BudgetGate:
         period = {"day": "today (UTC)", "month": "this month (UTC)", "total": "in all"}[budget.period]
         held = f", and {refusal.in_flight} request(s) in flight hold {_show(budget, reserved)} more" if reserved else ""
         when = f" It resets at {_when(ends)}." if ends is not None else " It never resets (period='total')."
+        if refusal.measuring:
+            since = {"day": "today (UTC)", "month": "this month (UTC)", "total": "so far"}[budget.period]
+            message = (
+                f"no request has been charged to budget {budget.name!r}{whose} {since}, so what a request must hold "
+                f"is not known yet: a first request, in flight, is measuring it, and until it ends one request at a "
+                f"time is admitted. The model was not called (cache hits still work). Retry when that request ends, "
+                f"or give the budget reserve= (what each request holds) to admit concurrent requests from the start."
+            )
+        else:
+            message = (
+                f"budget {budget.name!r}{whose} is spent: {_show(budget, spent)} of its {_show(budget, limit)} "
+                f"{period}{held}. The model was not called (cache hits still work).{when} Raise "
+                f"{'usd' if budget.unit == 'usd' else 'tokens'}= or wait for the reset."
+            )
         return BudgetExceededError(
-            f"budget {budget.name!r}{whose} is spent: {_show(budget, spent)} of its {_show(budget, limit)} "
-            f"{period}{held}. The model was not called (cache hits still work).{when} Raise "
-            f"{'usd' if budget.unit == 'usd' else 'tokens'}= or wait for the reset.",
+            message,
             task_name=self.task_name or "",
             spent=float(spent),
             limit=float(limit),
@@ -238,6 +278,26 @@ class BudgetGate:
             resets_at=ends,
             reserved=float(reserved),
         )
+
+
+async def _give_back(groups: list[_Group]) -> None:
+    """Release what `groups` hold for a request that will not be sent; never raises (a reservation that cannot be
+    given back is given back when its lease ends)."""
+    for group in groups:
+        held, group.held = group.held, None
+        try:
+            if held is not None:
+                items = [Settlement(hold=hold, ask=hold.ask, charge=0, measured=False) for hold in held]
+                await group.counters.settle(items, group.reservation)
+            elif group.lost:
+                await group.counters.release(group.asks, group.reservation)
+        except Exception as exc:
+            logger.warning(
+                "could not give back the reservation of budget(s) %s on %s (%s); it is given back when its lease ends",
+                ", ".join(repr(b.name) for b in group.budgets),
+                group.counters.description,
+                error_text(exc),
+            )
 
 
 def _recovered(group: _Group) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 
-__all__ = ["PERIODS", "Period", "period_id", "period_start", "resets_at"]
+__all__ = ["PERIODS", "Period", "period_id", "period_kind", "period_start", "resets_at"]
 
 Period = Literal["day", "month", "total"]
 PERIODS: Final = ("day", "month", "total")
@@ -31,6 +31,13 @@ def period_id(period: Period, now: datetime) -> str:
     if start is None:
         return "total"
     return start.isoformat() if period == "day" else start.isoformat()[:7]
+
+
+def period_kind(pid: str) -> Period:
+    """The kind of a period from its id (`period_id`): `2025-06-01` is a day, `2025-06` a month."""
+    if pid == "total":
+        return "total"
+    return "month" if len(pid) == 7 else "day"
 
 
 def resets_at(period: Period, now: datetime) -> datetime | None:
